@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Run a command under Python 3.14/3.15 from a Debian sid chroot.
+#
+#   bash compat/sid.sh 3.14 CMD [ARGS...]   # run CMD in /src (= this repo)
+#   bash compat/sid.sh --teardown           # unmount everything (keeps chroot)
+#
+# Env: CHILDWATCH_SID_ROOT   chroot dir (default /var/tmp/childwatch-sid)
+#      CHILDWATCH_SID_PIP    args for "pip install" run in the venv first,
+#                            e.g. "-e /src[test]" or "pytest uvloop"
+#      CHILDWATCH_SID_MIRROR Debian mirror for debootstrap (default: its own)
+# The venv is /opt/venv-$VERSION inside the chroot; CMD sees it first on PATH.
+set -euo pipefail
+
+VERSIONS="3.14 3.15"
+ROOT=${CHILDWATCH_SID_ROOT:-/var/tmp/childwatch-sid}
+ROOT=${ROOT%/}
+STAMP="$ROOT/.childwatch-sid-provisioned"
+LOCK="$ROOT.lock"     # outside the chroot so it survives a re-provision
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+
+die() { echo "sid.sh: error: $*" >&2; exit 1; }
+log() { echo "sid.sh: $*" >&2; }
+
+usage() {
+    echo "usage: bash compat/sid.sh {$(echo "$VERSIONS" | tr ' ' '|')} CMD [ARGS...]" >&2
+    echo "       bash compat/sid.sh --teardown" >&2
+    exit 2
+}
+
+# Mount points at or below $ROOT, deepest first (reverse sort puts
+# children before their parents).
+mounts_under() {
+    awk -v r="$ROOT" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/mounts | sort -r
+}
+
+teardown() {
+    local mp tries=0
+    # Loop: a path may carry stacked mounts; fall back to a lazy unmount.
+    while [[ -n "$(mounts_under)" ]]; do
+        (( tries++ < 5 )) || die "could not unmount: $(mounts_under | tr '\n' ' ')"
+        while read -r mp; do
+            umount "$mp" 2>/dev/null || umount -l "$mp" || true
+        done < <(mounts_under)
+    done
+}
+
+# Bind/mount only if not already a mount point (no duplicates on re-runs).
+# Binds are made private so nothing propagates back to the host's mounts.
+mount_once() {
+    local dst=$1; shift
+    mkdir -p "$dst"
+    mountpoint -q "$dst" && return 0
+    mount "$@" "$dst"
+    mount --make-private "$dst"
+}
+
+provision() {
+    # A chroot without the stamp is half-made: unmount (so rm can never reach
+    # the bind-mounted repo or /dev) and start over.
+    teardown
+    [[ -z "$(mounts_under)" ]] || die "mounts remain under $ROOT; refusing to delete it"
+    rm -rf --one-file-system "$ROOT"
+    if ! command -v debootstrap >/dev/null; then
+        log "installing debootstrap via apt"
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap; } >&2 \
+            || die "could not install debootstrap with apt-get"
+    fi
+    local pkgs="ca-certificates" v
+    for v in $VERSIONS; do pkgs+=",python$v,python$v-venv"; done
+    log "debootstrapping Debian sid into $ROOT (takes ~30s+)"
+    # shellcheck disable=SC2086  # optional mirror argument
+    if ! debootstrap --variant=minbase --include="$pkgs" sid "$ROOT" ${CHILDWATCH_SID_MIRROR:-} >&2; then
+        die "debootstrap failed (see $ROOT/debootstrap/debootstrap.log); rerun to retry from scratch"
+    fi
+    touch "$STAMP"
+}
+
+# Host files the chroot needs: the CA bundle (registries are reached through a
+# proxy only the host bundle trusts), DNS, and pip config. /etc/xdg/pip holds
+# a constraints file that only caps torch; copied so pip resolves the same.
+sync_config() {
+    cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+    cp --remove-destination /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    [[ -f /etc/pip.conf ]] && cp /etc/pip.conf "$ROOT/etc/pip.conf"
+    if [[ -d /etc/xdg/pip ]]; then
+        mkdir -p "$ROOT/etc/xdg"
+        rm -rf "$ROOT/etc/xdg/pip"
+        cp -r /etc/xdg/pip "$ROOT/etc/xdg/pip"
+    fi
+}
+
+# Environment for commands in the chroot: a clean one, plus pass-through of
+# test/Python/pip knobs. PIP_FIND_LINKS and PYTHONPATH/PYTHONHOME name host
+# paths, so they are dropped.
+build_env() {
+    local name
+    ENVV=("PATH=/opt/venv-$VERSION/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+          "HOME=/root" "VIRTUAL_ENV=/opt/venv-$VERSION" "LANG=${LANG:-C.UTF-8}")
+    for name in $(compgen -e); do
+        case $name in
+            PIP_FIND_LINKS|PYTHONPATH|PYTHONHOME) ;;
+            CHILDWATCH_*|PYTEST_*|PYTHON*|PIP_*|TERM|NO_COLOR|FORCE_COLOR|CI|[Hh][Tt][Tt][Pp]*_[Pp][Rr][Oo][Xx][Yy]|[Nn][Oo]_[Pp][Rr][Oo][Xx][Yy])
+                ENVV+=("$name=${!name}") ;;
+        esac
+    done
+}
+
+in_chroot() { chroot "$ROOT" /usr/bin/env -i -C /src "${ENVV[@]}" "$@"; }
+
+# ---- main ------------------------------------------------------------------
+[[ $# -ge 1 ]] || usage
+[[ $EUID -eq 0 ]] || die "must run as root (chroot/mount/debootstrap need it); try: sudo bash $0 $*"
+
+exec 9>"$LOCK"
+flock 9
+if [[ $1 == --teardown ]]; then
+    teardown
+    log "unmounted everything under $ROOT (chroot kept)"
+    exit 0
+fi
+
+VERSION=$1; shift
+[[ " $VERSIONS " == *" $VERSION "* ]] || die "unsupported Python version '$VERSION' (supported: $VERSIONS)"
+[[ $# -ge 1 ]] || usage
+
+[[ -f "$STAMP" ]] || provision
+sync_config
+mount_once "$ROOT/proc" -t proc proc
+mount_once "$ROOT/dev" --bind /dev
+mount_once "$ROOT/dev/pts" --bind /dev/pts
+mount_once "$ROOT/dev/shm" --bind /dev/shm   # POSIX semaphores (multiprocessing)
+mount_once "$ROOT/src" --bind "$REPO"
+# /src may already be bound to another checkout (another worktree's call).
+[[ $(stat -c %d:%i "$ROOT/src") == "$(stat -c %d:%i "$REPO")" ]] \
+    || die "$ROOT/src is bound to another checkout; run --teardown first or set CHILDWATCH_SID_ROOT"
+
+build_env
+VENV="$ROOT/opt/venv-$VERSION"
+if [[ ! -f "$VENV/.ready" ]]; then
+    log "creating venv /opt/venv-$VERSION"
+    rm -rf "$VENV"
+    in_chroot "python$VERSION" -m venv "/opt/venv-$VERSION" >&2
+    in_chroot python -m pip install -q --upgrade pip >&2
+    touch "$VENV/.ready"
+fi
+if [[ -n "${CHILDWATCH_SID_PIP:-}" ]]; then
+    # Split on whitespace without globbing ("/src[test]" must stay literal).
+    read -r -a PIPARGS <<< "$CHILDWATCH_SID_PIP"
+    in_chroot python -m pip install "${PIPARGS[@]}" >&2 || die "pip install $CHILDWATCH_SID_PIP failed"
+fi
+
+# Release the lock (close fd 9) and replace this shell: CMD's exit status is ours.
+exec 9>&-
+exec chroot "$ROOT" /usr/bin/env -i -C /src "${ENVV[@]}" "$@"

@@ -1,0 +1,92 @@
+"""Exit statuses, read without releasing the pid.
+
+Every watcher learns a child's status with ``waitid(..., WNOWAIT)``, which
+leaves the child a zombie, calls the user's callback, and only then reaps the
+child with :func:`release`.  So the pid cannot be reused by a new process
+while the callback runs: a ``kill()`` issued from the callback (or before it)
+can never reach a stranger.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Optional, Tuple
+
+logger = logging.getLogger("childwatch")
+
+PID_MAX = 2**31 - 1
+"""The largest value a ``pid_t`` can hold."""
+
+UNKNOWN_STATUS = 255
+"""Returncode reported when someone else collected the child's status."""
+
+_PEEK = os.WEXITED | os.WNOHANG | os.WNOWAIT
+
+
+def _returncode(result: os.waitid_result) -> int:
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    # CLD_KILLED or CLD_DUMPED: the child died of signal si_status.
+    return -result.si_status
+
+
+def peek(pid: int) -> Optional[int]:
+    """The returncode of child ``pid`` if it has exited, else None.
+
+    The child is not reaped.  Raises :class:`ChildProcessError` if ``pid`` is
+    not a child of this process or its status was already collected.
+    """
+    result = os.waitid(os.P_PID, pid, _PEEK)
+    if result is None or result.si_pid == 0:
+        return None
+    return _returncode(result)
+
+
+def peek_any() -> Optional[Tuple[int, int]]:
+    """``(pid, returncode)`` of some exited child of this process, or None.
+
+    The child is not reaped: the same child is returned until someone reaps it.
+    """
+    try:
+        result = os.waitid(os.P_ALL, 0, _PEEK)
+    except ChildProcessError:
+        return None
+    if result is None or result.si_pid == 0:
+        return None
+    return result.si_pid, _returncode(result)
+
+
+def wait_exit(pid: int) -> int:
+    """Block until child ``pid`` exits and return its returncode, unreaped."""
+    result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    assert result is not None
+    return _returncode(result)
+
+
+def release(pid: int) -> None:
+    """Reap the exited child ``pid`` (no-op if someone else already did)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def reaped_elsewhere(pid: int) -> int:
+    """Log that ``pid``'s status was collected by someone else; return 255."""
+    logger.warning(
+        "child process pid %d was reaped by someone else; reporting returncode %d",
+        pid,
+        UNKNOWN_STATUS,
+    )
+    return UNKNOWN_STATUS
+
+
+def not_a_child(pid: int) -> ChildProcessError:
+    """The error for registering a pid whose status this process cannot collect."""
+    return ChildProcessError(
+        errno.ECHILD,
+        f"pid {pid} is not a child of this process, or its exit status "
+        "was already collected",
+    )

@@ -1,0 +1,218 @@
+"""The registration table and delivery rules every watcher shares.
+
+Delivery rule (all watchers): a child's status is read without reaping it
+(``waitid(WNOWAIT)``), its entry is *claimed* (removed from the table under
+the lock, so exactly one thread delivers it), the callback is called, and the
+child is reaped only after the callback has returned.  An entry that is
+claimed but not yet reaped is "delivering"; registering its pid again is
+refused, because its status already went to the earlier callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Dict, Optional, Set, Tuple
+
+from .._contract import AbstractChildWatcher, ChildCallback
+from .._status import PID_MAX, logger, not_a_child, peek, reaped_elsewhere, release
+
+
+class Entry:
+    """One registered child: its callback, arguments and watcher-specific handle."""
+
+    __slots__ = ("pid", "callback", "args", "handle")
+
+    def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...]) -> None:
+        self.pid = pid
+        self.callback = callback
+        self.args = args
+        self.handle: Any = None
+
+
+def check_pid(pid: object) -> int:
+    """Return ``pid`` if it is a valid pid; raise TypeError/ValueError otherwise."""
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+    if pid <= 0:
+        raise ValueError(f"pid must be a positive int, got {pid}")
+    if pid > PID_MAX:
+        raise ValueError(f"pid {pid} is out of range (max {PID_MAX})")
+    return pid
+
+
+def check_loop(loop: object) -> Optional[asyncio.AbstractEventLoop]:
+    """Return ``loop`` if it is None or an open event loop."""
+    if loop is None:
+        return None
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        raise TypeError(f"loop must be an asyncio event loop or None, not {type(loop).__name__}")
+    if loop.is_closed():
+        raise RuntimeError(f"cannot attach to a closed event loop: {loop!r}")
+    return loop
+
+
+def running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class WatcherBase(AbstractChildWatcher):
+    """Validation, the pid table, claiming and delivery.
+
+    Subclasses implement :meth:`_watch` (start watching a new entry),
+    :meth:`_unwatch` (stop watching a removed entry) and :meth:`_release_resources`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._entries: Dict[int, Entry] = {}
+        self._delivering: Set[int] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._entries)} children"
+        return f"<{type(self).__name__} {state}>"
+
+    # -- the contract ---------------------------------------------------
+
+    def add_child_handler(self, pid: int, callback: ChildCallback, *args: Any) -> None:
+        """Call ``callback(pid, returncode, *args)`` once child ``pid`` exits.
+
+        Raises TypeError for a non-int pid or a non-callable callback,
+        ValueError for a pid out of range, RuntimeError on a closed watcher,
+        and :class:`ChildProcessError` when ``pid`` is not a child of this
+        process (or its status was already collected).  Registering a pid that
+        is already registered replaces its callback and arguments.
+        """
+        check_pid(pid)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        with self._lock:
+            self._check_open()
+            entry = self._entries.get(pid)
+            if entry is not None:
+                entry.callback, entry.args = callback, args
+                return
+            if pid in self._delivering:
+                raise not_a_child(pid)
+            entry = Entry(pid, callback, args)
+            self._watch(entry)
+
+    def remove_child_handler(self, pid: int) -> bool:
+        """Stop watching ``pid``; True if it was registered.  The child is not reaped."""
+        check_pid(pid)
+        with self._lock:
+            self._check_open()
+            entry = self._entries.pop(pid, None)
+            if entry is None:
+                return False
+            self._unwatch(entry)
+            return True
+
+    def close(self) -> None:
+        """Release every resource; idempotent.
+
+        Children still registered are left alone: they are not reaped and
+        their callbacks are never called.  Wait for them yourself, or
+        register them with another watcher.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            entries = list(self._entries.values())
+            self._entries.clear()
+            for entry in entries:
+                self._unwatch(entry)
+        self._release_resources()
+
+    def is_active(self) -> bool:
+        return not self._closed
+
+    def __enter__(self) -> WatcherBase:
+        with self._lock:
+            self._check_open()
+        return self
+
+    # -- for subclasses ---------------------------------------------------
+
+    def _watch(self, entry: Entry) -> None:
+        """Start watching ``entry`` and add it to the table (lock held)."""
+        raise NotImplementedError
+
+    def _unwatch(self, entry: Entry) -> None:
+        """Stop watching ``entry``, already removed from the table (lock held)."""
+
+    def _release_resources(self) -> None:
+        """Free what the watcher holds; called once by :meth:`close`."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+
+    def _probe(self, pid: int) -> None:
+        """Raise :class:`ChildProcessError` unless ``pid`` is our child, alive or exited."""
+        try:
+            peek(pid)
+        except ChildProcessError:
+            raise not_a_child(pid) from None
+
+    def _claim(self, pid: int, entry: Optional[Entry] = None) -> Optional[Entry]:
+        """Take ``pid``'s entry out of the table; None if another thread has it.
+
+        With ``entry`` given, claim only that very entry.
+        """
+        with self._lock:
+            current = self._entries.get(pid)
+            if current is None or (entry is not None and current is not entry):
+                return None
+            del self._entries[pid]
+            self._delivering.add(pid)
+            return current
+
+    def _deliver(self, entry: Entry, returncode: int, *, reap: bool = True) -> None:
+        """Call the claimed entry's callback, then reap the child."""
+        try:
+            entry.callback(entry.pid, returncode, *entry.args)
+        except Exception as exc:
+            self._report(entry, exc)
+        finally:
+            if reap:
+                release(entry.pid)
+            with self._lock:
+                self._delivering.discard(entry.pid)
+
+    def _check(self, pid: int, entry: Optional[Entry] = None) -> bool:
+        """Deliver ``pid``'s status if it has exited; True if it has."""
+        try:
+            returncode = peek(pid)
+        except ChildProcessError:
+            claimed = self._claim(pid, entry)
+            if claimed is not None:
+                self._deliver(claimed, reaped_elsewhere(pid), reap=False)
+            return True
+        if returncode is None:
+            return False
+        claimed = self._claim(pid, entry)
+        if claimed is not None:
+            self._deliver(claimed, returncode)
+        return True
+
+    def _check_all(self) -> None:
+        """Check every registered pid: O(registered children)."""
+        with self._lock:
+            pids = list(self._entries)
+        for pid in pids:
+            self._check(pid)
+
+    def _report(self, entry: Entry, exc: BaseException) -> None:
+        message = f"exception in child watcher callback {entry.callback!r} for pid {entry.pid}"
+        loop = running_loop()
+        if loop is not None:
+            loop.call_exception_handler({"message": message, "exception": exc})
+        else:
+            logger.error(message, exc_info=exc)

@@ -1,0 +1,109 @@
+"""Shared by Safe and Fast: SIGCHLD delivered through the loop's add_signal_handler."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Optional
+
+from .._loop_rules import refuse_sigchld
+from ._base import Entry, WatcherBase, check_loop, running_loop
+
+THEFT_CHECK_DELAY = 0.05
+"""Seconds after a SIGCHLD before every registered pid is checked once, to
+catch children reaped behind the watcher's back (at most one such O(n) check
+per delay, however many signals arrive)."""
+
+
+class LoopSigchldWatcher(WatcherBase):
+    """A watcher woken by SIGCHLD on the loop it is attached to.
+
+    Callbacks run in that loop's thread.  With no loop attached, the first
+    registration attaches the running loop.  ``add_signal_handler`` only works
+    for a loop in the main thread, and loops that forbid SIGCHLD handlers
+    (uvloop) are refused with :class:`~childwatch.UnsupportedLoopError`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._scan_scheduled = False
+        self._theft_check: Optional[asyncio.TimerHandle] = None
+
+    def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        loop = check_loop(loop)
+        with self._lock:
+            self._check_open()
+            if loop is not None:
+                refuse_sigchld(type(self).__name__, loop)
+            self._detach()
+            if loop is None:
+                return
+            loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
+            self._loop = loop
+            if self._entries:
+                # Children may have exited while no loop listened.
+                loop.call_soon_threadsafe(self._check_all)
+
+    def is_active(self) -> bool:
+        if self._closed:
+            return False
+        if self._loop is None:
+            return running_loop() is not None
+        return self._loop.is_running()
+
+    def _detach(self) -> None:
+        loop, self._loop = self._loop, None
+        if self._theft_check is not None:
+            self._theft_check.cancel()
+            self._theft_check = None
+        if loop is not None and not loop.is_closed():
+            loop.remove_signal_handler(signal.SIGCHLD)
+
+    def _release_resources(self) -> None:
+        with self._lock:
+            self._detach()
+
+    def _watch(self, entry: Entry) -> None:
+        if self._loop is None:
+            loop = running_loop()
+            if loop is None:
+                raise RuntimeError(
+                    f"{type(self).__name__} needs an event loop: call attach_loop(loop) "
+                    "or register children from a running loop"
+                )
+            self.attach_loop(loop)
+        assert self._loop is not None
+        self._probe(entry.pid)
+        self._entries[entry.pid] = entry
+        try:
+            self._loop.call_soon_threadsafe(self._check, entry.pid, entry)
+        except RuntimeError:
+            del self._entries[entry.pid]
+            raise RuntimeError(f"{type(self).__name__} is attached to a closed loop") from None
+
+    def _on_sigchld(self) -> None:
+        # One byte per signal reaches the loop: scan once per loop iteration.
+        if not self._scan_scheduled and self._loop is not None:
+            self._scan_scheduled = True
+            self._loop.call_soon(self._run_scan)
+
+    def _run_scan(self) -> None:
+        self._scan_scheduled = False
+        if self._closed:
+            return
+        self._scan()
+        if self._entries:
+            self._schedule_theft_check()
+
+    def _schedule_theft_check(self) -> None:
+        if self._theft_check is None and self._loop is not None:
+            self._theft_check = self._loop.call_later(THEFT_CHECK_DELAY, self._theft_check_now)
+
+    def _theft_check_now(self) -> None:
+        self._theft_check = None
+        self._check_all()
+
+    def _scan(self) -> None:
+        """Deliver the exits a SIGCHLD announced."""
+        raise NotImplementedError

@@ -1,0 +1,124 @@
+"""MultiLoopChildWatcher: one process-wide SIGCHLD handler, loops in any thread."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from types import FrameType
+from typing import Any, Callable, Optional, Union
+
+from .._loop_rules import refuse_sigchld
+from .._status import peek_any
+from ._base import Entry, WatcherBase, check_loop, running_loop
+
+_Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
+
+
+class MultiLoopChildWatcher(WatcherBase):
+    """A ``signal.signal(SIGCHLD)`` handler shared by every loop and thread.
+
+    The handler is installed from the main thread, by :meth:`attach_loop` or
+    the first registration, and restored by :meth:`close` (also from the main
+    thread).  Children can then be registered from any thread, with or
+    without a loop.  Callbacks run in the main thread's signal handler, or in
+    the registering thread for a child that had already exited.
+
+    Unlike asyncio's, a SIGCHLD arriving while the handler runs does not
+    re-enter it (the running handler scans again instead), and every status
+    is claimed exactly once: no child is ever reported as 255 because a
+    nested handler reaped it first.  A handler that was installed before this
+    one is still called after it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._installed = False
+        self._previous: _Handler = None
+        self._in_handler = False
+        self._rescan = False
+
+    def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        loop = check_loop(loop)
+        with self._lock:
+            self._check_open()
+            if loop is not None:
+                refuse_sigchld(type(self).__name__, loop)
+                self._install()
+
+    def is_active(self) -> bool:
+        if self._closed:
+            return False
+        return self._installed or threading.current_thread() is threading.main_thread()
+
+    def close(self) -> None:
+        """Close the watcher and restore the previous SIGCHLD handler (main thread only)."""
+        if self._installed and threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("MultiLoopChildWatcher.close() must be called from the main thread")
+        super().close()
+
+    def _install(self) -> None:
+        if self._installed:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "MultiLoopChildWatcher installs a process-wide SIGCHLD handler: "
+                "attach it, or register its first child, from the main thread"
+            )
+        self._previous = signal.signal(signal.SIGCHLD, self._on_sigchld)
+        signal.siginterrupt(signal.SIGCHLD, False)
+        self._installed = True
+
+    def _release_resources(self) -> None:
+        if not self._installed:
+            return
+        self._installed = False
+        # Restore the previous handler only if nobody replaced ours meanwhile.
+        if signal.getsignal(signal.SIGCHLD) == self._on_sigchld:
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGCHLD, previous)
+
+    def _watch(self, entry: Entry) -> None:
+        loop = running_loop()
+        if loop is not None:
+            refuse_sigchld(type(self).__name__, loop)
+        self._install()
+        self._probe(entry.pid)
+        self._entries[entry.pid] = entry
+
+    def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
+        super().add_child_handler(pid, callback, *args)
+        # A child that exited before it was registered raised no SIGCHLD we saw.
+        self._check(pid)
+
+    def _on_sigchld(self, signum: int, frame: Optional[FrameType]) -> None:
+        if not self._closed:
+            if self._in_handler:
+                self._rescan = True
+            else:
+                self._in_handler = True
+                try:
+                    self._rescan = True
+                    while self._rescan:
+                        self._rescan = False
+                        self._scan()
+                finally:
+                    self._in_handler = False
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+
+    def _scan(self) -> None:
+        while True:
+            found = peek_any()
+            if found is None:
+                break
+            pid, returncode = found
+            entry = self._claim(pid)
+            if entry is None:
+                break
+            self._deliver(entry, returncode)
+        # A zombie not ours hides the view, or a child of ours was reaped
+        # behind our back: only a check per pid can tell.
+        if found is not None or self._entries:
+            self._check_all()

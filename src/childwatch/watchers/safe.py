@@ -1,0 +1,30 @@
+"""SafeChildWatcher: SIGCHLD, then only our own pids."""
+
+from __future__ import annotations
+
+from .._status import peek_any
+from ._sigchld import LoopSigchldWatcher
+
+
+class SafeChildWatcher(LoopSigchldWatcher):
+    """Woken by SIGCHLD on the attached loop; reaps only the pids registered with it.
+
+    It never reaps other code's children.  Per SIGCHLD it peeks at the exited
+    children (``waitid(P_ALL, WNOWAIT)``, which reaps nothing) and delivers
+    those that are its own: O(1) per exit.  Only when an exited child of
+    someone else hides the view, or a signal revealed nothing (a child reaped
+    behind its back), does it check its pids one by one.
+    """
+
+    def _scan(self) -> None:
+        while True:
+            found = peek_any()
+            if found is None:
+                return
+            pid, returncode = found
+            entry = self._claim(pid)
+            if entry is None:
+                # Not ours: it stays a zombie and hides the others.
+                self._check_all()
+                return
+            self._deliver(entry, returncode)
