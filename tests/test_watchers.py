@@ -1,0 +1,516 @@
+"""Every watcher, on every installed loop, with real children and exact statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, List
+
+import pytest
+from conftest import (
+    Collector,
+    breathe,
+    children,
+    reap,
+    run,
+    spawn_exit,
+    spawn_signal,
+    spawn_sleeper,
+    state,
+    wait_zombie,
+)
+
+import childwatch
+
+SIGNALS = [signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGABRT, signal.SIGSEGV]
+
+
+def test_every_exit_code_and_signal(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        expected = {}
+        for code in range(256):
+            pid = spawn_exit(code)
+            watcher.add_child_handler(pid, got, code)
+            expected[pid] = code
+            await breathe(code)
+        for signum in SIGNALS:
+            pid = spawn_signal(signum)
+            watcher.add_child_handler(pid, got)
+            expected[pid] = -signum
+        assert await got.wait(len(expected)) == expected
+        got.assert_once_each()
+        assert all(args == (rc,) for _, rc, args in got.calls if rc >= 0)
+
+    run(loop_name, main)
+
+
+def test_child_exited_before_registration(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        pids = {spawn_exit(code): code for code in (0, 3, 200)}
+        pids[spawn_signal(signal.SIGKILL)] = -signal.SIGKILL
+        for pid in pids:
+            wait_zombie(pid)
+        for pid in pids:
+            watcher.add_child_handler(pid, got)
+        assert await got.wait(len(pids)) == pids
+
+    run(loop_name, main)
+
+
+def test_many_children_at_once(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    rng = random.Random(7)
+
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        sleepers = []
+        expected = {}
+        for i in range(500):
+            pid = spawn_sleeper()
+            sleepers.append(pid)
+            watcher.add_child_handler(pid, got)
+            expected[pid] = -signal.SIGKILL
+            await breathe(i)
+        for i in range(100):
+            code = rng.randrange(256)
+            pid = spawn_exit(code)
+            watcher.add_child_handler(pid, got)
+            expected[pid] = code
+            await breathe(i)
+        for i, pid in enumerate(sleepers):
+            os.kill(pid, signal.SIGKILL)
+            await breathe(i)
+        assert await got.wait(len(expected)) == expected
+        got.assert_once_each()
+
+    run(loop_name, main)
+
+
+def test_registration_from_several_threads(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    async def main() -> None:
+        watcher = make_watcher()
+        watcher.attach_loop(asyncio.get_running_loop())
+        got = Collector()
+        expected = {}
+        lock = threading.Lock()
+        errors: List[BaseException] = []
+
+        def register(seed: int) -> None:
+            try:
+                for i in range(40):
+                    code = (seed * 40 + i) % 256
+                    pid = spawn_exit(code)
+                    with lock:
+                        expected[pid] = code
+                    watcher.add_child_handler(pid, got)
+                    if i % 8 == 7:
+                        time.sleep(0.002)  # let the loop drain its signal wakeup socket (see breathe)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=register, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            await asyncio.sleep(0.005)
+        assert not errors
+        assert await got.wait(160) == expected
+        got.assert_once_each()
+
+    run(loop_name, main)
+
+
+def test_second_registration_replaces_the_first(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    async def main() -> None:
+        watcher = make_watcher()
+        first, second = Collector(), Collector()
+        pid = spawn_sleeper()
+        watcher.add_child_handler(pid, first, "a")
+        watcher.add_child_handler(pid, second, "b")
+        os.kill(pid, signal.SIGTERM)
+        await second.wait(1)
+        await asyncio.sleep(0.1)
+        assert first.calls == []
+        assert second.calls == [(pid, -signal.SIGTERM, ("b",))]
+
+    run(loop_name, main)
+
+
+def test_remove_child_handler(loop_name: str, make_watcher: Callable[[], Any], watcher_cls: Any) -> None:
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        kept = spawn_exit(5)
+        removed = spawn_sleeper()
+        watcher.add_child_handler(kept, got)
+        watcher.add_child_handler(removed, got)
+        assert watcher.remove_child_handler(removed) is True
+        assert watcher.remove_child_handler(removed) is False
+        os.kill(removed, signal.SIGKILL)
+        assert await got.wait(1) == {kept: 5}
+        await asyncio.sleep(0.1)
+        assert got.results == {kept: 5}
+        if watcher_cls is childwatch.FastChildWatcher:
+            # Fast reaps every child, registered or not (its documented cost).
+            assert removed not in children()
+        else:
+            assert reap(removed) == -signal.SIGKILL
+
+    run(loop_name, main)
+
+
+def test_close_with_children_running(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        pids = [spawn_sleeper() for _ in range(5)]
+        for pid in pids:
+            watcher.add_child_handler(pid, got)
+        watcher.close()
+        assert not watcher.is_active()
+        # The watcher left them alone: we collect their statuses ourselves.
+        assert [reap(pid) for pid in pids] == [-signal.SIGKILL] * 5
+        await asyncio.sleep(0.05)
+        assert got.calls == []
+
+    run(loop_name, main)
+
+
+def test_child_is_a_zombie_while_its_callback_runs(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    """The pid is released only after the callback: it cannot be reused meanwhile."""
+
+    async def main() -> None:
+        watcher = make_watcher()
+        states: List[Any] = []
+
+        def callback(pid: int, returncode: int) -> None:
+            states.append((returncode, state(pid)))
+
+        for code in (0, 9):
+            watcher.add_child_handler(spawn_exit(code), callback)
+        while len(states) < 2:
+            await asyncio.sleep(0.002)
+        assert sorted(states) == [(0, "Z"), (9, "Z")]
+
+    run(loop_name, main)
+
+
+def test_raising_callback_is_reported_and_others_served(
+    loop_name: str, make_watcher: Callable[[], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    reported: List[Any] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx["exception"]))
+        watcher = make_watcher()
+
+        def bad(pid: int, returncode: int) -> None:
+            raise ZeroDivisionError("boom")
+
+        got = Collector()
+        watcher.add_child_handler(spawn_exit(1), bad)
+        await asyncio.sleep(0.2)
+        good = spawn_exit(2)
+        watcher.add_child_handler(good, got)
+        assert await got.wait(1) == {good: 2}
+
+    with caplog.at_level(logging.ERROR, logger="childwatch"):
+        run(loop_name, main)
+    logged = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    errors = reported + logged
+    assert len(errors) == 1
+    assert isinstance(errors[0], ZeroDivisionError)
+
+
+def test_concurrent_foreign_subprocess_run_keeps_its_statuses(
+    loop_name: str, make_watcher: Callable[[], Any], watcher_cls: Any
+) -> None:
+    foreign: List[int] = []
+
+    def other_code() -> None:
+        for _ in range(40):
+            foreign.append(subprocess.run(["sh", "-c", "exit 42"]).returncode)
+
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        thread = threading.Thread(target=other_code)
+        thread.start()
+        expected = {}
+        for i in range(200):
+            pid = spawn_exit(i % 256)
+            watcher.add_child_handler(pid, got)
+            expected[pid] = i % 256
+            await breathe(i)
+        assert await got.wait(200) == expected
+        while thread.is_alive():
+            await asyncio.sleep(0.01)
+
+    run(loop_name, main)
+    if watcher_cls is childwatch.FastChildWatcher:
+        # Fast reaps every child by design (documented): subprocess then reads 0.
+        assert set(foreign) <= {0, 42} and len(foreign) == 40
+    else:
+        assert foreign == [42] * 40
+
+
+def test_status_reaped_behind_our_back_is_255_with_warning(
+    loop_name: str, make_watcher: Callable[[], Any], watcher_cls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        pid = spawn_sleeper()
+        watcher.add_child_handler(pid, got)
+        await asyncio.sleep(0.01)
+        # Kill and reap it ourselves before the watcher can look: SIGCHLD is
+        # blocked so no signal handler runs in between, and the loop does not
+        # run until we are done.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            os.kill(pid, signal.SIGKILL)
+            assert os.waitpid(pid, 0)[0] == pid
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        await got.wait(1)
+        await asyncio.sleep(0.1)
+        assert len(got.calls) == 1
+        return got.calls[0][1]
+
+    with caplog.at_level(logging.WARNING, logger="childwatch"):
+        returncode = run(loop_name, main)
+    warned = [r for r in caplog.records if "reaped by someone else" in r.getMessage()]
+    if watcher_cls is childwatch.ThreadedChildWatcher and returncode == -signal.SIGKILL:
+        # Its waiter thread may peek at the status before we reap: exact too.
+        assert warned == []
+    else:
+        assert (returncode, len(warned)) == (255, 1)
+
+
+def test_closed_watcher_refuses_every_call(watcher_cls: Any) -> None:
+    watcher = watcher_cls()
+    watcher.close()
+    watcher.close()  # idempotent
+    assert not watcher.is_active()
+    pid = spawn_exit(0)
+    try:
+        with pytest.raises(RuntimeError, match="closed"):
+            watcher.add_child_handler(pid, Collector())
+        with pytest.raises(RuntimeError, match="closed"):
+            watcher.remove_child_handler(pid)
+        with pytest.raises(RuntimeError, match="closed"):
+            watcher.attach_loop(None)
+        with pytest.raises(RuntimeError, match="closed"), watcher:
+            pass
+    finally:
+        assert reap(pid, kill=False) == 0
+
+
+@pytest.mark.parametrize(
+    ("pid", "error", "message"),
+    [
+        ("1234", TypeError, "pid must be an int"),
+        (12.0, TypeError, "pid must be an int"),
+        (True, TypeError, "pid must be an int"),
+        (None, TypeError, "pid must be an int"),
+        (0, ValueError, "positive"),
+        (-5, ValueError, "positive"),
+        (2**31, ValueError, "out of range"),
+        (2**70, ValueError, "out of range"),
+    ],
+)
+def test_bad_pid(watcher_cls: Any, pid: Any, error: type, message: str) -> None:
+    async def main() -> None:
+        watcher = watcher_cls()
+        try:
+            with pytest.raises(error, match=message):
+                watcher.add_child_handler(pid, Collector())
+            with pytest.raises(error, match=message):
+                watcher.remove_child_handler(pid)
+            got = Collector()
+            child = spawn_exit(4)
+            watcher.add_child_handler(child, got)
+            assert await got.wait(1) == {child: 4}
+        finally:
+            watcher.close()
+
+    run("asyncio", main)
+
+
+def test_bad_callback_and_loop(watcher_cls: Any) -> None:
+    watcher = watcher_cls()
+    pid = spawn_sleeper()
+    try:
+        with pytest.raises(TypeError, match="callback must be callable"):
+            watcher.add_child_handler(pid, "not callable")
+        with pytest.raises(TypeError, match="loop must be an asyncio event loop"):
+            watcher.attach_loop("loop")
+        closed = asyncio.new_event_loop()
+        closed.close()
+        with pytest.raises(RuntimeError, match="closed event loop"):
+            watcher.attach_loop(closed)
+    finally:
+        watcher.close()
+        assert reap(pid) == -signal.SIGKILL
+
+
+def test_pid_that_is_not_a_child(watcher_cls: Any) -> None:
+    """Not our child (ourselves, init, a pid already reaped): ChildProcessError at once."""
+
+    async def main() -> None:
+        watcher = watcher_cls()
+        try:
+            gone = spawn_exit(0)
+            reap(gone, kill=False)
+            for pid in (os.getpid(), 1, gone):
+                with pytest.raises(ChildProcessError, match="not a child of this process"):
+                    watcher.add_child_handler(pid, Collector())
+            got = Collector()
+            child = spawn_exit(6)
+            watcher.add_child_handler(child, got)
+            assert await got.wait(1) == {child: 6}
+        finally:
+            watcher.close()
+
+    run("asyncio", main)
+
+
+def test_context_manager_returns_the_watcher(watcher_cls: Any) -> None:
+    watcher = watcher_cls()
+    with watcher as entered:
+        assert entered is watcher
+    watcher.close()
+
+
+def test_abstract_methods_are_abstract() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        childwatch.AbstractChildWatcher()  # type: ignore[abstract]
+
+    class Partial(childwatch.AbstractChildWatcher):
+        def add_child_handler(self, pid: int, callback: Any, *args: Any) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()  # type: ignore[abstract]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="asyncio has no AbstractChildWatcher on 3.14+")
+def test_is_an_asyncio_child_watcher(watcher_cls: Any) -> None:
+    watcher = watcher_cls()
+    assert isinstance(watcher, asyncio.AbstractChildWatcher)  # type: ignore[attr-defined]
+    watcher.close()
+
+
+def test_no_deprecation_warning_on_import_or_construction() -> None:
+    code = (
+        "import childwatch\n"
+        "for name in ('Safe', 'Fast', 'MultiLoop', 'Threaded', 'Pidfd'):\n"
+        "    getattr(childwatch, name + 'ChildWatcher')().close()\n"
+        "class Mine(childwatch.ThreadedChildWatcher): pass\n"
+        "Mine().close()\n"
+        "print('quiet')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "quiet", "")
+
+
+def test_registration_needs_a_loop_for_loop_watchers() -> None:
+    for cls in (childwatch.SafeChildWatcher, childwatch.FastChildWatcher, childwatch.PidfdChildWatcher):
+        watcher = cls()
+        pid = spawn_exit(0)
+        try:
+            with pytest.raises(RuntimeError, match="needs an event loop"):
+                watcher.add_child_handler(pid, Collector())
+        finally:
+            watcher.close()
+            assert reap(pid, kill=False) == 0
+
+
+@pytest.mark.parametrize("cls", [childwatch.ThreadedChildWatcher, childwatch.MultiLoopChildWatcher])
+def test_works_without_any_loop(cls: Any) -> None:
+    watcher = cls()
+    try:
+        got = Collector()
+        pids = {spawn_exit(c): c for c in (0, 1, 77)}
+        for pid in pids:
+            watcher.add_child_handler(pid, got, "x")
+        assert got.wait_sync(3) == pids
+    finally:
+        watcher.close()
+
+
+@pytest.mark.parametrize(
+    "cls", [childwatch.ThreadedChildWatcher, childwatch.MultiLoopChildWatcher, childwatch.PidfdChildWatcher]
+)
+def test_loops_in_several_threads(cls: Any, loop_name: str) -> None:
+    if loop_name == "uvloop" and cls is childwatch.MultiLoopChildWatcher:
+        pytest.skip("MultiLoopChildWatcher is refused on uvloop")
+    watcher = cls()
+    results: List[Any] = []
+    errors: List[BaseException] = []
+
+    def in_thread(seed: int) -> None:
+        async def main() -> None:
+            got = Collector()
+            pids = {spawn_exit((seed * 31 + i) % 256): (seed * 31 + i) % 256 for i in range(30)}
+            for pid in pids:
+                watcher.add_child_handler(pid, got)
+            results.append((await got.wait(30)) == pids)
+
+        try:
+            run(loop_name, main)
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        if cls is childwatch.MultiLoopChildWatcher:
+            loop = asyncio.new_event_loop()
+            watcher.attach_loop(loop)  # installs the handler from the main thread
+            loop.close()
+        threads = [threading.Thread(target=in_thread, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert results == [True, True, True]
+    finally:
+        watcher.close()
+
+
+def test_uvloop_refuses_sigchld_watchers() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pid = spawn_sleeper()
+        try:
+            for cls in (childwatch.SafeChildWatcher, childwatch.FastChildWatcher, childwatch.MultiLoopChildWatcher):
+                watcher = cls()
+                with pytest.raises(childwatch.UnsupportedLoopError, match="uvloop reaps its own children"):
+                    watcher.attach_loop(loop)
+                with pytest.raises(NotImplementedError, match="use ThreadedChildWatcher or PidfdChildWatcher"):
+                    watcher.add_child_handler(pid, Collector())
+                watcher.close()
+        finally:
+            assert reap(pid) == -signal.SIGKILL
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 30))
+    finally:
+        loop.close()
+    assert signal.getsignal(signal.SIGCHLD) in (signal.SIG_DFL, None)
