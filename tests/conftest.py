@@ -33,9 +33,17 @@ TIMEOUT = 60.0
 # -- children ---------------------------------------------------------------
 
 
+# Children start with default dispositions: a shell that started the tests in
+# the background ignores SIGINT/SIGQUIT, and ignored signals survive exec.
+DEFAULT_SIGNALS = [
+    signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGABRT, signal.SIGSEGV, signal.SIGPIPE,
+]
+
+
 def spawn(script: str) -> int:
     """Start ``sh -c script`` as a child of this process; return its pid."""
-    return os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ)
+    return os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ, setsigdef=DEFAULT_SIGNALS)
 
 
 def spawn_exit(code: int) -> int:

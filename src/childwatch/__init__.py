@@ -1,7 +1,9 @@
 """childwatch: asyncio's child watchers, on every loop and every Python 3.9+."""
 
+from ._api import default_watcher, get_child_watcher, set_child_watcher
 from ._contract import AbstractChildWatcher
 from ._errors import UnsupportedLoopError
+from .capabilities import Capabilities, Support, capabilities
 from .watchers import (
     FastChildWatcher,
     MultiLoopChildWatcher,
@@ -14,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AbstractChildWatcher",
+    "Capabilities",
     "FastChildWatcher",
     "MultiLoopChildWatcher",
     "PidfdChildWatcher",

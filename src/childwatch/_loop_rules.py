@@ -1,4 +1,4 @@
-"""What a given event loop forbids child watchers to do."""
+"""What a given event loop forbids child watchers to do, as told by its adapter."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ from typing import Optional
 from ._errors import UnsupportedLoopError
 
 
-def loop_family(loop: asyncio.AbstractEventLoop) -> str:
-    """The top-level package of the loop's class: ``asyncio``, ``uvloop``, …"""
-    return type(loop).__module__.partition(".")[0]
-
-
 def sigchld_refusal(loop: asyncio.AbstractEventLoop) -> Optional[str]:
     """Why ``loop`` cannot host a SIGCHLD-driven watcher, or None if it can."""
-    if loop_family(loop) == "uvloop":
-        return (
-            "uvloop reaps its own children through libuv and ignores SIGCHLD "
-            "handlers from child watchers (they would never fire); use "
-            "ThreadedChildWatcher or PidfdChildWatcher on uvloop"
-        )
-    return None
+    from .loops import adapter_for
+
+    adapter = adapter_for(loop)
+    return None if adapter is None else adapter.sigchld_refusal(loop)
 
 
 def refuse_sigchld(watcher_name: str, loop: asyncio.AbstractEventLoop) -> None:

@@ -21,12 +21,14 @@ from .._status import PID_MAX, logger, not_a_child, peek, reaped_elsewhere, rele
 class Entry:
     """One registered child: its callback, arguments and watcher-specific handle."""
 
-    __slots__ = ("pid", "callback", "args", "handle")
+    __slots__ = ("pid", "callback", "args", "loop", "handle")
 
     def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...]) -> None:
         self.pid = pid
         self.callback = callback
         self.args = args
+        self.loop = running_loop()
+        """The loop running where the child was registered, if any."""
         self.handle: Any = None
 
 
@@ -174,7 +176,27 @@ class WatcherBase(AbstractChildWatcher):
             self._delivering.add(pid)
             return current
 
-    def _deliver(self, entry: Entry, returncode: int, *, reap: bool = True) -> None:
+    def _dispatch(self, entry: Entry, returncode: int, *, reap: bool = True) -> None:
+        """Deliver a claimed entry from the thread that saw the exit."""
+        self._deliver(entry, returncode, reap=reap)
+
+    def _dispatch_to_loop(self, entry: Entry, returncode: int, *, reap: bool = True) -> None:
+        """Deliver a claimed entry in the thread of the loop it was registered from.
+
+        For watchers that see exits outside any loop (a waiter thread, a signal
+        handler): asyncio 3.14+ loops require their callback in the loop's own
+        thread.  With no such loop, or once it is closed, deliver right here.
+        """
+        loop = entry.loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._deliver, entry, returncode, reap)
+                return
+            except RuntimeError:  # closed meanwhile
+                pass
+        self._deliver(entry, returncode, reap=reap)
+
+    def _deliver(self, entry: Entry, returncode: int, reap: bool = True) -> None:
         """Call the claimed entry's callback, then reap the child."""
         try:
             entry.callback(entry.pid, returncode, *entry.args)
@@ -193,13 +215,13 @@ class WatcherBase(AbstractChildWatcher):
         except ChildProcessError:
             claimed = self._claim(pid, entry)
             if claimed is not None:
-                self._deliver(claimed, reaped_elsewhere(pid), reap=False)
+                self._dispatch(claimed, reaped_elsewhere(pid), reap=False)
             return True
         if returncode is None:
             return False
         claimed = self._claim(pid, entry)
         if claimed is not None:
-            self._deliver(claimed, returncode)
+            self._dispatch(claimed, returncode)
         return True
 
     def _check_all(self) -> None:

@@ -18,8 +18,8 @@ per delay, however many signals arrive)."""
 class LoopSigchldWatcher(WatcherBase):
     """A watcher woken by SIGCHLD on the loop it is attached to.
 
-    Callbacks run in that loop's thread.  With no loop attached, the first
-    registration attaches the running loop.  ``add_signal_handler`` only works
+    Callbacks run in that loop's thread.  With no loop attached (or the
+    attached one closed), a registration attaches the running loop.  ``add_signal_handler`` only works
     for a loop in the main thread, and loops that forbid SIGCHLD handlers
     (uvloop) are refused with :class:`~childwatch.UnsupportedLoopError`.
     """
@@ -46,9 +46,11 @@ class LoopSigchldWatcher(WatcherBase):
                 loop.call_soon_threadsafe(self._check_all)
 
     def is_active(self) -> bool:
+        """True if attached to a running loop, or if the first registration will
+        attach to the loop running now (none attached, or the attached one closed)."""
         if self._closed:
             return False
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             return running_loop() is not None
         return self._loop.is_running()
 
@@ -65,7 +67,8 @@ class LoopSigchldWatcher(WatcherBase):
             self._detach()
 
     def _watch(self, entry: Entry) -> None:
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
+            # asyncio.Runner(loop_factory=...) and 3.14+ loops never attach us.
             loop = running_loop()
             if loop is None:
                 raise RuntimeError(

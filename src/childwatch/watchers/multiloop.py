@@ -21,8 +21,13 @@ class MultiLoopChildWatcher(WatcherBase):
     The handler is installed from the main thread, by :meth:`attach_loop` or
     the first registration, and restored by :meth:`close` (also from the main
     thread).  Children can then be registered from any thread, with or
-    without a loop.  Callbacks run in the main thread's signal handler, or in
-    the registering thread for a child that had already exited.
+    without a loop.  A child registered from a running loop is called back in
+    that loop's thread; one registered outside any loop, in the main thread's
+    signal handler (or the registering thread if it had already exited).  Python runs
+    signal handlers only in the main thread, between bytecodes: while the
+    main thread is blocked in C code that a signal does not interrupt (a
+    signal delivered to another thread interrupts nothing in the main
+    thread), statuses wait until it runs Python code again.
 
     Unlike asyncio's, a SIGCHLD arriving while the handler runs does not
     re-enter it (the running handler scans again instead), and every status
@@ -56,6 +61,9 @@ class MultiLoopChildWatcher(WatcherBase):
         if self._installed and threading.current_thread() is not threading.main_thread():
             raise RuntimeError("MultiLoopChildWatcher.close() must be called from the main thread")
         super().close()
+
+    # Never call back from inside a signal handler: hand over to the loop.
+    _dispatch = WatcherBase._dispatch_to_loop
 
     def _install(self) -> None:
         if self._installed:
@@ -117,7 +125,7 @@ class MultiLoopChildWatcher(WatcherBase):
             entry = self._claim(pid)
             if entry is None:
                 break
-            self._deliver(entry, returncode)
+            self._dispatch(entry, returncode)
         # A zombie not ours hides the view, or a child of ours was reaped
         # behind our back: only a check per pid can tell.
         if found is not None or self._entries:

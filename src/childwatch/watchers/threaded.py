@@ -21,8 +21,10 @@ class ThreadedChildWatcher(WatcherBase):
     ``pidfd_open`` fails (old kernel, seccomp, fd exhaustion) that child gets
     a thread of its own, blocked in ``waitid(WNOWAIT)``.
 
-    Callbacks run in the waiter thread, while the child is still a zombie:
-    its pid cannot be reused before the callback has returned.  :meth:`close`
+    A child registered from a running loop is called back in that loop's
+    thread; one registered outside any loop, in the waiter thread.  Either
+    way the child is still a zombie while its callback runs: its pid cannot
+    be reused before the callback has returned.  :meth:`close`
     stops the waiter thread and closes every pidfd; a per-child fallback
     thread ends when its child exits (it cannot be interrupted).
     :meth:`attach_loop` only validates its argument: no loop is needed.
@@ -36,6 +38,8 @@ class ThreadedChildWatcher(WatcherBase):
         self._stop = False
         # (add?, entry) for the waiter thread, which owns every pidfd it polls.
         self._ops: Deque[Tuple[bool, Entry]] = collections.deque()
+
+    _dispatch = WatcherBase._dispatch_to_loop
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         check_loop(loop)

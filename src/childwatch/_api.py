@@ -1,0 +1,86 @@
+"""get/set_child_watcher for the running (or given) loop, and the recommended default."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+from ._contract import AbstractChildWatcher
+from ._errors import UnsupportedLoopError
+from ._mechanisms import pidfd_works
+from .loops import LoopAdapter, adapter_for, stdlib_adapter
+from .watchers import PidfdChildWatcher, ThreadedChildWatcher
+from .watchers._base import check_loop, running_loop
+from .watchers._sigchld import LoopSigchldWatcher
+
+
+def _adapter(loop: asyncio.AbstractEventLoop) -> LoopAdapter:
+    adapter = adapter_for(loop)
+    if adapter is None:
+        cls = type(loop)
+        raise UnsupportedLoopError(
+            f"childwatch has no adapter for {cls.__module__}.{cls.__qualname__}; "
+            "register one with childwatch.loops.register_loop_adapter()"
+        )
+    reason = adapter.custom_watcher_refusal(loop)
+    if reason is not None:
+        raise UnsupportedLoopError(f"{adapter.name}: {reason}")
+    return adapter
+
+
+def set_child_watcher(watcher: Optional[AbstractChildWatcher], loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+    """Make ``loop`` (default: the running loop) reap its own subprocesses with ``watcher``.
+
+    With no loop given and none running, ``watcher`` becomes the process-wide
+    default for stdlib asyncio loops: on 3.9–3.13 asyncio's policy watcher
+    (setting it closes the previous one, as asyncio did), on 3.14+ the watcher
+    of every stdlib loop created afterwards.  ``None`` restores the loop's own
+    default.  The previous per-loop watcher is not closed.
+
+    Raises TypeError if ``watcher`` is not a :class:`childwatch.AbstractChildWatcher`
+    (or None), RuntimeError for a closed loop or a closed watcher, and
+    :class:`UnsupportedLoopError` for a loop that forbids custom watchers
+    (uvloop, trio-asyncio) or has no adapter.
+    """
+    if watcher is not None and not isinstance(watcher, AbstractChildWatcher):
+        raise TypeError(f"watcher must be a childwatch.AbstractChildWatcher or None, not {type(watcher).__name__}")
+    if watcher is not None and getattr(watcher, "_closed", False):
+        raise RuntimeError(f"cannot set a closed watcher: {watcher!r}")
+    loop = check_loop(loop) or running_loop()
+    if loop is None:
+        stdlib_adapter().set_default(watcher)
+        return
+    adapter = _adapter(loop)
+    if isinstance(watcher, LoopSigchldWatcher):
+        watcher.attach_loop(loop)  # Safe/Fast: SIGCHLD arrives through this loop
+    adapter.set_child_watcher(loop, watcher)
+
+
+def get_child_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> Optional[AbstractChildWatcher]:
+    """The childwatch watcher that reaps ``loop``'s subprocesses (default: the running loop).
+
+    None when the loop reaps with a private watcher of its own (stdlib 3.14+
+    before any :func:`set_child_watcher`).  With no loop given and none
+    running: the process-wide default (on 3.9–3.13 asyncio's policy watcher,
+    which asyncio creates on first use).  Raises :class:`UnsupportedLoopError`
+    for loops that forbid custom watchers, rather than pretending.
+    """
+    loop = check_loop(loop) or running_loop()
+    if loop is None:
+        found = stdlib_adapter().get_default()
+        return found if isinstance(found, AbstractChildWatcher) else None
+    return _adapter(loop).get_child_watcher(loop)
+
+
+def default_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> AbstractChildWatcher:
+    """A new instance of the best safe watcher here: pidfd if the kernel allows it
+    and there is a loop (given or running), else the threaded one.
+
+    Neither installs a signal handler nor reaps other code's children.
+    """
+    loop = check_loop(loop) or running_loop()
+    if loop is not None and pidfd_works():
+        watcher = PidfdChildWatcher()
+        watcher.attach_loop(loop)
+        return watcher
+    return ThreadedChildWatcher()

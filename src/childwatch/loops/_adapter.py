@@ -1,0 +1,53 @@
+"""The interface every loop adapter implements."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from typing import Optional
+
+from .._contract import AbstractChildWatcher
+
+
+class LoopAdapter(abc.ABC):
+    """What one family of event loops allows child watchers to do.
+
+    ``name`` names the family (``"asyncio"``, ``"uvloop"``, …).  An adapter
+    whose loop forbids custom watchers returns a reason from
+    :meth:`custom_watcher_refusal`; its :meth:`set_child_watcher` and
+    :meth:`get_child_watcher` are then never called.
+    """
+
+    name: str = "?"
+
+    @abc.abstractmethod
+    def matches(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True if ``loop`` belongs to this family."""
+
+    def version(self) -> Optional[str]:
+        """The installed version of the loop's package, if known."""
+        return None
+
+    def custom_watcher_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        """Why a custom watcher cannot drive ``loop``'s own subprocesses, or None."""
+        return None
+
+    def subprocess_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        """Why ``loop`` cannot start subprocesses at all, or None if it can."""
+        return None
+
+    def sigchld_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        """Why SIGCHLD-driven watchers (Safe, Fast, MultiLoop) cannot run on ``loop``, or None."""
+        return None
+
+    def set_child_watcher(self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]) -> None:
+        """Make ``loop`` reap its subprocesses with ``watcher`` (None: its own default)."""
+        raise NotImplementedError
+
+    def get_child_watcher(self, loop: asyncio.AbstractEventLoop) -> Optional[AbstractChildWatcher]:
+        """The childwatch watcher ``loop`` uses, or None while it uses its own."""
+        raise NotImplementedError
+
+    def current_watcher_name(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        """The class name of whatever reaps ``loop``'s subprocesses now, without side effects."""
+        return None

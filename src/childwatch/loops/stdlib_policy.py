@@ -1,0 +1,115 @@
+"""stdlib asyncio on Python 3.9–3.13: the loop asks asyncio's policy for its watcher.
+
+``_UnixSelectorEventLoop`` calls ``asyncio.events.get_child_watcher()`` each
+time it starts a subprocess.  childwatch wraps that function once (on the first
+per-loop :func:`childwatch.set_child_watcher`) so that a watcher set for one
+loop is returned while that loop runs, and the policy's watcher otherwise.
+The process-wide default (no loop) is the policy's own watcher, set through
+the policy as asyncio did (which closes the previous one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events
+import platform
+import threading
+import warnings
+import weakref
+from typing import Any, Callable, Optional
+
+from .._contract import AbstractChildWatcher
+from .._errors import UnsupportedLoopError
+from ._adapter import LoopAdapter
+
+_lock = threading.Lock()
+_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AbstractChildWatcher]" = (
+    weakref.WeakKeyDictionary()
+)
+_original_get: Optional[Callable[[], Any]] = None
+
+
+def _get_child_watcher() -> Any:
+    """asyncio.events.get_child_watcher, as wrapped by childwatch: per-loop first."""
+    loop = asyncio.events._get_running_loop()
+    with _lock:
+        watcher = _per_loop.get(loop) if loop is not None else None
+    if watcher is not None:
+        return watcher
+    assert _original_get is not None
+    return _original_get()
+
+
+def _install_hook() -> None:
+    global _original_get
+    with _lock:
+        if _original_get is None:
+            _original_get = asyncio.events.get_child_watcher
+            asyncio.events.get_child_watcher = _get_child_watcher
+
+
+def _policy_call(name: str, *args: Any) -> Any:
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12/3.13
+        try:
+            return getattr(policy, name)(*args)
+        except NotImplementedError:
+            raise UnsupportedLoopError(
+                f"the installed event loop policy ({type(policy).__module__}.{type(policy).__name__}) "
+                "has no child watcher; pass loop= to set one for a stdlib loop"
+            ) from None
+
+
+class StdlibAdapter(LoopAdapter):
+    name = "asyncio"
+
+    def matches(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return isinstance(loop, asyncio.SelectorEventLoop)
+
+    def version(self) -> Optional[str]:
+        return platform.python_version()
+
+    def set_child_watcher(self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]) -> None:
+        _install_hook()
+        with _lock:
+            if watcher is None:
+                _per_loop.pop(loop, None)
+            else:
+                _per_loop[loop] = watcher
+
+    def get_child_watcher(self, loop: asyncio.AbstractEventLoop) -> Optional[AbstractChildWatcher]:
+        with _lock:
+            watcher = _per_loop.get(loop)
+        if watcher is not None:
+            return watcher
+        found = self.get_default()
+        return found if isinstance(found, AbstractChildWatcher) else None
+
+    def current_watcher_name(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        with _lock:
+            watcher: Any = _per_loop.get(loop)
+        if watcher is None:
+            watcher = getattr(asyncio.get_event_loop_policy(), "_watcher", None)
+        if watcher is None:
+            return "none yet (asyncio creates its default on first use)"
+        return f"{type(watcher).__module__}.{type(watcher).__qualname__}"
+
+    def subprocess_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        with _lock:
+            if loop in _per_loop:
+                return None
+        if isinstance(asyncio.get_event_loop_policy(), asyncio.DefaultEventLoopPolicy):
+            return None  # asyncio's own policy always has a watcher (made on first use)
+        try:
+            self.get_default()
+        except UnsupportedLoopError as exc:
+            return f"this loop cannot start subprocesses: {exc}"
+        return None
+
+    def set_default(self, watcher: Optional[AbstractChildWatcher]) -> None:
+        """The watcher of every stdlib loop that has none of its own: the policy's."""
+        _policy_call("set_child_watcher", watcher)
+
+    def get_default(self) -> Any:
+        return _policy_call("get_child_watcher")
