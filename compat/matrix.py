@@ -72,9 +72,8 @@ def run(cmd: List[str], **kwargs: Any) -> int:
 
 def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, str]:
     venv = WORK / f"venv-{version}"
-    if not (venv / "bin" / "python").exists():
-        if run([python, "-m", "venv", str(venv)]) != 0:
-            return 1, "venv creation failed"
+    if not (venv / "bin" / "python").exists() and run([python, "-m", "venv", str(venv)]) != 0:
+        return 1, "venv creation failed"
     vpy = str(venv / "bin" / "python")
     run([vpy, "-m", "pip", "install", "-q", "--upgrade", "pip"])
     if run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[{EXTRAS}]"]) != 0:
@@ -84,7 +83,9 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
         for extra in EXTRAS.split(",")[1:]:
             run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[{extra}]"])
     junit = WORK / f"junit-{version}.xml"
-    code = run([vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], cwd=REPO)
+    code = run(
+        [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], cwd=REPO
+    )
     return code, f"{platform.python_implementation()} from {python}"
 
 
@@ -97,7 +98,10 @@ def test_sid(version: str, pytest_args: List[str]) -> Tuple[int, str]:
             return 1, "provisioning or pip install in the sid chroot failed"
     env.pop("CHILDWATCH_SID_PIP")
     junit = f"/src/.matrix/junit-{version}.xml"
-    code = run([*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], env=env)
+    code = run(
+        [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args],
+        env=env,
+    )
     return code, "Debian sid chroot (compat/sid.sh)"
 
 
@@ -110,7 +114,9 @@ def read_junit(path: Path) -> List[Dict[str, str]]:
                 outcome, reason = "failed", (child.get("message") or "")[:200]
             elif child.tag == "skipped":
                 outcome, reason = "skipped", (child.get("message") or "")[:200]
-        cases.append({"id": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome, "reason": reason})
+        cases.append(
+            {"id": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome, "reason": reason}
+        )
     return cases
 
 
@@ -138,9 +144,11 @@ def refusals(cases: List[Dict[str, str]]) -> Dict[str, str]:
 
 
 def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
-    data: Dict[str, Any] = {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                            "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
-                            "pythons": {}}
+    data: Dict[str, Any] = {
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "pythons": {},
+    }
     for version, res in results.items():
         cases = res.get("cases", [])
         refused = refusals(cases)
@@ -166,8 +174,10 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
     lines.append("| Python | interpreter | tests passed | failed | skipped | seconds | result |")
     lines.append("|---|---|---|---|---|---|---|")
     for version, res in data["pythons"].items():
-        lines.append(f"| {version} | {res.get('interpreter', '-')} | {res.get('passed', 0)} | {res.get('failed', 0)} | "
-                     f"{res.get('skipped', 0)} | {res.get('seconds', '-')} | {res['result']} |")
+        lines.append(
+            f"| {version} | {res.get('interpreter', '-')} | {res.get('passed', 0)} | {res.get('failed', 0)} | "
+            f"{res.get('skipped', 0)} | {res.get('seconds', '-')} | {res['result']} |"
+        )
     lines.append("")
     for loop in LOOPS:
         lines.append(f"## {loop}")
@@ -200,7 +210,9 @@ def lint() -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--versions", default=",".join(VERSIONS))
     parser.add_argument("--no-lint", action="store_true")
     parser.add_argument("pytest_args", nargs="*")
@@ -224,8 +236,13 @@ def main() -> int:
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
         passed = code == 0 and counts["passed"] > 0 and counts["failed"] == 0
         ok &= passed
-        results[version] = {"result": "pass" if passed else f"FAIL (pytest exit {code})", "interpreter": interpreter,
-                            "seconds": round(time.monotonic() - started), "cases": cases, **counts}
+        results[version] = {
+            "result": "pass" if passed else f"FAIL (pytest exit {code})",
+            "interpreter": interpreter,
+            "seconds": round(time.monotonic() - started),
+            "cases": cases,
+            **counts,
+        }
         log(f"Python {version}: {results[version]['result']} {counts}")
         junit.unlink(missing_ok=True)
     write_matrix(results)

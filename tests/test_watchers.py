@@ -14,6 +14,8 @@ import time
 from typing import Any, Callable, List
 
 import pytest
+
+import childwatch
 from conftest import (
     Collector,
     breathe,
@@ -27,9 +29,15 @@ from conftest import (
     wait_zombie,
 )
 
-import childwatch
-
-SIGNALS = [signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGABRT, signal.SIGSEGV]
+SIGNALS = [
+    signal.SIGTERM,
+    signal.SIGKILL,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGABRT,
+    signal.SIGSEGV,
+]
 
 
 def test_every_exit_code_and_signal(loop_name: str, make_watcher: Callable[[], Any]) -> None:
@@ -501,11 +509,17 @@ def test_uvloop_refuses_sigchld_watchers() -> None:
         loop = asyncio.get_running_loop()
         pid = spawn_sleeper()
         try:
-            for cls in (childwatch.SafeChildWatcher, childwatch.FastChildWatcher, childwatch.MultiLoopChildWatcher):
+            for cls in (
+                childwatch.SafeChildWatcher,
+                childwatch.FastChildWatcher,
+                childwatch.MultiLoopChildWatcher,
+            ):
                 watcher = cls()
                 with pytest.raises(childwatch.UnsupportedLoopError, match="uvloop reaps its own children"):
                     watcher.attach_loop(loop)
-                with pytest.raises(NotImplementedError, match="use ThreadedChildWatcher or PidfdChildWatcher"):
+                with pytest.raises(
+                    NotImplementedError, match="use ThreadedChildWatcher or PidfdChildWatcher"
+                ):
                     watcher.add_child_handler(pid, Collector())
                 watcher.close()
         finally:

@@ -43,7 +43,9 @@ def probe_all() -> Dict[str, Report]:
     if out.returncode == 0:
         loops["trio-asyncio"] = {"available": True, **json.loads(out.stdout)}
     else:
-        loops["trio-asyncio"] = _unavailable(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"probe exited {out.returncode}")
+        loops["trio-asyncio"] = _unavailable(
+            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"probe exited {out.returncode}"
+        )
     try:
         loops["trio"] = {"available": True, **trio_capabilities().to_dict()}
     except ImportError as exc:

@@ -28,7 +28,9 @@ def _adapter(loop: asyncio.AbstractEventLoop) -> LoopAdapter:
     return adapter
 
 
-def set_child_watcher(watcher: Optional[AbstractChildWatcher], loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+def set_child_watcher(
+    watcher: Optional[AbstractChildWatcher], loop: Optional[asyncio.AbstractEventLoop] = None
+) -> None:
     """Make ``loop`` (default: the running loop) reap its own subprocesses with ``watcher``.
 
     With no loop given and none running, ``watcher`` becomes the process-wide
@@ -43,7 +45,9 @@ def set_child_watcher(watcher: Optional[AbstractChildWatcher], loop: Optional[as
     (uvloop, trio-asyncio) or has no adapter.
     """
     if watcher is not None and not isinstance(watcher, AbstractChildWatcher):
-        raise TypeError(f"watcher must be a childwatch.AbstractChildWatcher or None, not {type(watcher).__name__}")
+        raise TypeError(
+            f"watcher must be a childwatch.AbstractChildWatcher or None, not {type(watcher).__name__}"
+        )
     if watcher is not None and getattr(watcher, "_closed", False):
         raise RuntimeError(f"cannot set a closed watcher: {watcher!r}")
     loop = check_loop(loop) or running_loop()

@@ -8,7 +8,7 @@ import select
 import signal
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pidfd_works() -> bool:
     """True if ``os.pidfd_open`` exists and the kernel (and seccomp) allow it."""
     if not hasattr(os, "pidfd_open"):
@@ -21,7 +21,7 @@ def pidfd_works() -> bool:
     return True
 
 
-def available() -> "dict[str, bool]":
+def available() -> dict[str, bool]:
     return {
         "pidfd": pidfd_works(),
         "waitid": hasattr(os, "waitid"),

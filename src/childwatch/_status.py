@@ -87,6 +87,5 @@ def not_a_child(pid: int) -> ChildProcessError:
     """The error for registering a pid whose status this process cannot collect."""
     return ChildProcessError(
         errno.ECHILD,
-        f"pid {pid} is not a child of this process, or its exit status "
-        "was already collected",
+        f"pid {pid} is not a child of this process, or its exit status was already collected",
     )

@@ -66,7 +66,9 @@ class Capabilities:
         return json.dumps(self.to_dict(), **kwargs)
 
 
-def _watchers(loop: asyncio.AbstractEventLoop, sigchld_refusal: Optional[str], pidfd: bool) -> Tuple[Tuple[str, Support], ...]:
+def _watchers(
+    loop: asyncio.AbstractEventLoop, sigchld_refusal: Optional[str], pidfd: bool
+) -> Tuple[Tuple[str, Support], ...]:
     main = threading.current_thread() is threading.main_thread()
     if sigchld_refusal is not None:
         safe = fast = multi = Support(False, sigchld_refusal)
@@ -76,7 +78,11 @@ def _watchers(loop: asyncio.AbstractEventLoop, sigchld_refusal: Optional[str], p
         fast = Support(main, needs_main or "reaps every child of the process, other code's too")
         multi = Support(True, None if main else "must first be attached from the main thread")
     threaded = Support(True)
-    pidfd_support = Support(True) if pidfd else Support(False, "pidfd_open is not available here (kernel < 5.3, seccomp, or not Linux)")
+    pidfd_support = (
+        Support(True)
+        if pidfd
+        else Support(False, "pidfd_open is not available here (kernel < 5.3, seccomp, or not Linux)")
+    )
     return tuple(zip(WATCHER_NAMES, (safe, fast, multi, threaded, pidfd_support)))
 
 
@@ -95,10 +101,19 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None) -> Capabiliti
     mechanisms = _mechanisms.available()
     adapter = adapter_for(loop)
     cls = type(loop)
+    sigchld: Optional[str]
+    current: Optional[str]
+    version: Optional[str]
     if adapter is None:
         family = cls.__module__.partition(".")[0]
         no_adapter = f"childwatch has no adapter for {cls.__module__}.{cls.__qualname__}"
-        custom, subprocesses, sigchld, current, version = Support(False, no_adapter), Support(True), no_adapter, None, None
+        custom, subprocesses, sigchld, current, version = (
+            Support(False, no_adapter),
+            Support(True),
+            no_adapter,
+            None,
+            None,
+        )
     else:
         family, version = adapter.name, adapter.version()
         refusal = adapter.custom_watcher_refusal(loop)
@@ -135,13 +150,22 @@ def trio_capabilities() -> Capabilities:
         python=platform.python_version(),
         platform=f"{platform.system()} {platform.release()} {platform.machine()}",
         mechanisms=tuple(mechanisms.items()),
-        custom_watcher=Support(False, "trio has no child watcher: trio.run_process waits with pidfd, kqueue or a waitid thread itself"),
+        custom_watcher=Support(
+            False,
+            "trio has no child watcher: trio.run_process waits with pidfd, kqueue or a waitid thread itself",
+        ),
         subprocesses=Support(True),
         watchers=(
             ("SafeChildWatcher", Support(False, no_loop)),
             ("FastChildWatcher", Support(False, no_loop)),
             ("MultiLoopChildWatcher", Support(True, "callbacks run in the main thread's signal handler")),
-            ("ThreadedChildWatcher", Support(True, "callbacks run in its waiter thread: hand them to trio with trio.from_thread or a TrioToken")),
+            (
+                "ThreadedChildWatcher",
+                Support(
+                    True,
+                    "callbacks run in its waiter thread: hand them to trio with trio.from_thread or a TrioToken",
+                ),
+            ),
             ("PidfdChildWatcher", Support(False, no_loop)),
         ),
         current_watcher=None,

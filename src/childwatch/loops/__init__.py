@@ -25,7 +25,14 @@ if sys.version_info >= (3, 14):
 else:
     from .stdlib_policy import StdlibAdapter
 
-__all__ = ["LoopAdapter", "StdlibAdapter", "adapter_for", "adapters", "register_loop_adapter", "stdlib_adapter"]
+__all__ = [
+    "LoopAdapter",
+    "StdlibAdapter",
+    "adapter_for",
+    "adapters",
+    "register_loop_adapter",
+    "stdlib_adapter",
+]
 
 ENTRY_POINT_GROUP = "childwatch.loops"
 

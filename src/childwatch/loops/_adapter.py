@@ -40,7 +40,9 @@ class LoopAdapter(abc.ABC):
         """Why SIGCHLD-driven watchers (Safe, Fast, MultiLoop) cannot run on ``loop``, or None."""
         return None
 
-    def set_child_watcher(self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]) -> None:
+    def set_child_watcher(
+        self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]
+    ) -> None:
         """Make ``loop`` reap its subprocesses with ``watcher`` (None: its own default)."""
         raise NotImplementedError
 

@@ -23,7 +23,7 @@ from .._errors import UnsupportedLoopError
 from ._adapter import LoopAdapter
 
 _lock = threading.Lock()
-_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AbstractChildWatcher]" = (
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AbstractChildWatcher] = (
     weakref.WeakKeyDictionary()
 )
 _original_get: Optional[Callable[[], Any]] = None
@@ -70,7 +70,9 @@ class StdlibAdapter(LoopAdapter):
     def version(self) -> Optional[str]:
         return platform.python_version()
 
-    def set_child_watcher(self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]) -> None:
+    def set_child_watcher(
+        self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]
+    ) -> None:
         _install_hook()
         with _lock:
             if watcher is None:

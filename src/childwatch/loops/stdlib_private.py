@@ -19,13 +19,13 @@ from .._contract import AbstractChildWatcher
 from ._adapter import LoopAdapter
 
 _lock = threading.Lock()
-_originals: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_originals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 _default: Optional[AbstractChildWatcher] = None
 _init_wrapped = False
 
 
 def _loop_class() -> Any:
-    return asyncio.unix_events._UnixSelectorEventLoop  # type: ignore[attr-defined]
+    return vars(asyncio.unix_events)["_UnixSelectorEventLoop"]
 
 
 def _wrap_init() -> None:
@@ -62,7 +62,9 @@ class StdlibAdapter(LoopAdapter):
     def version(self) -> Optional[str]:
         return platform.python_version()
 
-    def set_child_watcher(self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]) -> None:
+    def set_child_watcher(
+        self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]
+    ) -> None:
         _replace(loop, watcher)
 
     def get_child_watcher(self, loop: asyncio.AbstractEventLoop) -> Optional[AbstractChildWatcher]:

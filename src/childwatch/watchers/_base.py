@@ -21,7 +21,7 @@ from .._status import PID_MAX, logger, not_a_child, peek, reaped_elsewhere, rele
 class Entry:
     """One registered child: its callback, arguments and watcher-specific handle."""
 
-    __slots__ = ("pid", "callback", "args", "loop", "handle")
+    __slots__ = ("args", "callback", "handle", "loop", "pid")
 
     def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...]) -> None:
         self.pid = pid
