@@ -1,0 +1,87 @@
+"""The README is the manual: its examples run, its commands are the ones CI uses."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+import childwatch
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(lang: str) -> List[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+@pytest.mark.parametrize("code", blocks("python"), ids=lambda c: c.strip().splitlines()[-1][:40])
+def test_python_example_runs(code: str) -> None:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_there_are_examples() -> None:
+    assert len(blocks("python")) >= 3
+
+
+def test_exactly_two_commands_and_ci_runs_the_test_command() -> None:
+    commands = [b.strip() for b in blocks("sh")]
+    assert len(commands) == 2, commands
+    install_and_report, tests = commands
+    assert "pip install" in install_and_report and install_and_report.endswith("childwatch")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests in ci.splitlines(), "the README's test command must be what .ci/run runs"
+
+
+def test_first_example_prints_the_real_status() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", blocks("python")[0]], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert out.stdout.strip() == "exit status: 3"
+
+
+def test_loop_table_matches_capabilities() -> None:
+    """The "What each loop allows" rows agree with capabilities() for the loops installed here."""
+    import asyncio
+
+    rows = {}
+    for line in README.split("## What each loop allows", 1)[1].split("##", 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0] not in ("loop", "---"):
+            rows[cells[0].split()[0]] = [c.split(":")[0] for c in cells[1:]]
+    assert set(rows) == {"asyncio", "uvloop", "trio-asyncio", "trio"}
+    loops = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+
+        loops["uvloop"] = uvloop.new_event_loop
+    except ImportError:
+        pass
+    for name, factory in loops.items():
+        loop = factory()
+        try:
+            caps = childwatch.capabilities(loop)
+        finally:
+            loop.close()
+        assert rows[name] == yes_no(caps), name
+    try:
+        from childwatch.capabilities import trio_capabilities
+
+        assert rows["trio"] == yes_no(trio_capabilities())
+    except ImportError:
+        pass
+    # trio-asyncio runs in its own process: test_loops checks the same claims there.
+    assert rows["trio-asyncio"] == ["no", "yes", "yes", "yes", "yes", "yes"]
+
+
+def yes_no(caps: childwatch.Capabilities) -> List[str]:
+    return ["yes" if caps.custom_watcher.supported else "no"] + [
+        "yes" if support.supported else "no" for _, support in caps.watchers
+    ]
