@@ -120,81 +120,131 @@ def read_junit(path: Path) -> List[Dict[str, str]]:
     return cases
 
 
-def cell(cases: List[Dict[str, str]], loop: str, watcher: str) -> Dict[str, Any]:
-    mine = [c for c in cases if (m := PARAM.search(c["id"])) and (m["loop"], m["watcher"]) == (loop, watcher)]
+def summarise(mine: List[Dict[str, str]], refused: Optional[str] = None) -> Dict[str, Any]:
+    """One cell from the test cases that back it.
+
+    ``refused``: the cases prove a refusal, so passing means "unsupported" for that reason.
+    """
     if not mine:
-        return {"status": "not run", "tests": 0}
-    failed = [c for c in mine if c["outcome"] == "failed"]
+        return {"status": "not run"}
+    failed = [c["id"] for c in mine if c["outcome"] == "failed"]
     passed = [c for c in mine if c["outcome"] == "passed"]
     if failed:
-        return {"status": "FAIL", "tests": len(mine), "failed": [c["id"] for c in failed]}
+        return {"status": "FAIL", "failed": failed}
+    if passed and refused:
+        return {"status": "unsupported", "reason": refused}
     if passed:
         return {"status": "pass", "tests": len(passed)}
-    return {"status": "skipped", "tests": 0, "reason": mine[0]["reason"]}
+    return {"status": "unavailable", "reason": mine[0]["reason"]}
 
 
-def refusals(cases: List[Dict[str, str]]) -> Dict[str, str]:
-    """Loops proven to refuse SIGCHLD watchers, from the tests that check the refusal."""
-    found = {}
-    for c in cases:
-        if "refuses_sigchld" in c["id"] and c["outcome"] == "passed":
-            loop = "trio-asyncio" if "trio_asyncio" in c["id"] else "uvloop"
-            found[loop] = "refused: UnsupportedLoopError (SIGCHLD handlers never fire on this loop)"
-    return found
+def matching(cases: List[Dict[str, str]], pattern: str) -> List[Dict[str, str]]:
+    return [c for c in cases if re.search(pattern, c["id"])]
+
+
+SIGCHLD_WATCHERS = ("Safe", "Fast", "MultiLoop")
+
+REFUSED = "UnsupportedLoopError, with the reason (tested)"
+
+# API × loop → (test-id pattern, the refusal that passing proves, if any).
+API_RULES: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = {
+    "set/get_child_watcher": {
+        "asyncio": (r"test_loops\.py::test_(set_then_get|runner_with|each_loop_in|process_wide)", None),
+        "uvloop": (r"test_loops\.py::test_uvloop_refuses_custom_watchers", REFUSED),
+        "trio-asyncio": (r"test_trio_asyncio_refuses_custom_watchers", REFUSED),
+        "trio": (
+            r"test_plain_trio_claims",
+            "trio has no child watcher (one set for asyncio is shown unused)",
+        ),
+    },
+    "asyncio's own set_child_watcher / loop hook": {
+        "asyncio": (r"test_stdlib_dropin\.py::", None),
+    },
+    "capabilities()": {
+        "asyncio": (r"test_capabilities\.py::test_every_claim_holds\[asyncio\]", None),
+        "uvloop": (r"test_capabilities\.py::test_every_claim_holds\[uvloop\]", None),
+        "trio-asyncio": (r"test_trio_asyncio_refuses_custom_watchers", None),
+        "trio": (r"test_plain_trio_claims", None),
+    },
+    "wait_pid()": {
+        "asyncio": (r"test_wait_pid\.py::.*\[(anyio-)?asyncio-", None),
+        "uvloop": (r"test_wait_pid\.py::.*\[uvloop-", None),
+        "trio-asyncio": (r"test_wait_pid\.py::.*trio_asyncio", None),
+        "trio": (r"test_wait_pid\.py::.*\[(anyio-)?trio-", None),
+    },
+    "childwatch.legacy (3.14+ opt-in)": {
+        "asyncio": (r"test_legacy\.py::test_(old_program|get_creates|does_nothing)", None),
+    },
+}
+
+
+def watcher_cell(cases: List[Dict[str, str]], loop: str, watcher: str) -> Dict[str, Any]:
+    if loop == "trio-asyncio":
+        # One test in its own process watches a child with every watcher on trio-asyncio.
+        return summarise(matching(cases, r"test_trio_asyncio_refuses_custom_watchers"))
+    if loop == "trio":
+        trio_cases = matching(cases, r"test_plain_trio_claims")
+        if watcher in ("Safe", "Fast", "Pidfd") and any(c["outcome"] == "passed" for c in trio_cases):
+            return {"status": "unsupported", "reason": "needs an asyncio loop (RuntimeError, tested)"}
+        return summarise(trio_cases)
+    mine = [c for c in cases if (m := PARAM.search(c["id"])) and (m["loop"], m["watcher"]) == (loop, watcher)]
+    if loop == "uvloop" and watcher in SIGCHLD_WATCHERS:
+        refusal = matching(cases, r"test_watchers\.py::test_uvloop_refuses_sigchld_watchers")
+        return summarise(refusal, REFUSED)
+    return summarise(mine)
+
+
+def render_cell(c: Dict[str, Any]) -> str:
+    text = {"pass": f"pass {c.get('tests')}", "FAIL": "**FAIL**"}.get(c["status"], c["status"])
+    return text + (f": {c['reason']}" if c.get("reason") else "")
 
 
 def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
-    data: Dict[str, Any] = {
-        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "pythons": {},
-    }
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    machine = f"{platform.system()} {platform.release()} {platform.machine()}"
+    data: Dict[str, Any] = {"generated": now, "machine": machine, "pythons": {}}
     for version, res in results.items():
         cases = res.get("cases", [])
-        refused = refusals(cases)
-        cells = {}
-        for loop in LOOPS:
-            for watcher in WATCHERS:
-                c = cell(cases, loop, watcher)
-                if c["status"] == "not run" and loop in refused and watcher in ("Safe", "Fast", "MultiLoop"):
-                    c = {"status": "unsupported", "reason": refused[loop]}
-                cells[f"{loop}/{watcher}"] = c
-        data["pythons"][version] = {k: v for k, v in res.items() if k != "cases"} | {"cells": cells}
+        watchers = {f"{loop}/{w}": watcher_cell(cases, loop, w) for loop in LOOPS for w in WATCHERS}
+        apis = {
+            f"{api}/{loop}": summarise(matching(cases, pattern), refused)
+            for api, per_loop in API_RULES.items()
+            for loop, (pattern, refused) in per_loop.items()
+        }
+        summary = {k: v for k, v in res.items() if k != "cases"}
+        data["pythons"][version] = {**summary, "watchers": watchers, "apis": apis}
     (REPO / "compat" / "matrix.json").write_text(json.dumps(data, indent=1) + "\n")
 
     lines = [
         "# Compatibility matrix",
         "",
-        f"Produced by `python3 compat/matrix.py` on {data['generated']} ({data['machine']}); do not edit by hand.",
-        "Each cell: the watcher's tests on that loop and Python (`pass N` = N tests passed).",
+        f"Produced by `python3 compat/matrix.py` on {now} ({machine}) from the JUnit reports of the",
+        "test suite on each Python; do not edit by hand. `pass N`: N tests passed; `unsupported`: the",
+        "refusal itself is tested; `unavailable`: the loop does not install or import there.",
         "",
+        "## Summary per Python",
+        "",
+        "| Python | interpreter | tests passed | failed | skipped | seconds | result |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines.append("## Summary per Python")
-    lines.append("")
-    lines.append("| Python | interpreter | tests passed | failed | skipped | seconds | result |")
-    lines.append("|---|---|---|---|---|---|---|")
     for version, res in data["pythons"].items():
         lines.append(
             f"| {version} | {res.get('interpreter', '-')} | {res.get('passed', 0)} | {res.get('failed', 0)} | "
             f"{res.get('skipped', 0)} | {res.get('seconds', '-')} | {res['result']} |"
         )
-    lines.append("")
     for loop in LOOPS:
-        lines.append(f"## {loop}")
-        lines.append("")
-        lines.append("| Python | " + " | ".join(WATCHERS) + " |")
+        lines += ["", f"## Watchers on {loop}", "", "| Python | " + " | ".join(WATCHERS) + " |"]
         lines.append("|---|" + "---|" * len(WATCHERS))
         for version, res in data["pythons"].items():
-            row = []
-            for w in WATCHERS:
-                c = res["cells"][f"{loop}/{w}"]
-                text = {"pass": f"pass {c.get('tests')}", "FAIL": "**FAIL**"}.get(c["status"], c["status"])
-                if c.get("reason"):
-                    text += f": {c['reason']}"
-                row.append(text)
+            row = [render_cell(res["watchers"][f"{loop}/{w}"]) for w in WATCHERS]
             lines.append(f"| {version} | " + " | ".join(row) + " |")
-        lines.append("")
-    (REPO / "compat" / "MATRIX.md").write_text("\n".join(lines))
+    for api, per_loop in API_RULES.items():
+        lines += ["", f"## API: {api}", "", "| Python | " + " | ".join(per_loop) + " |"]
+        lines.append("|---|" + "---|" * len(per_loop))
+        for version, res in data["pythons"].items():
+            row = [render_cell(res["apis"][f"{api}/{loop}"]) for loop in per_loop]
+            lines.append(f"| {version} | " + " | ".join(row) + " |")
+    (REPO / "compat" / "MATRIX.md").write_text("\n".join(lines) + "\n")
     log(f"wrote {REPO / 'compat' / 'MATRIX.md'} and matrix.json")
 
 
@@ -203,7 +253,7 @@ def lint() -> bool:
     if not (venv / "bin" / "python").exists():
         run([sys.executable, "-m", "venv", str(venv)])
     vpy = str(venv / "bin" / "python")
-    ok = run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[lint,test,uvloop]"]) == 0
+    ok = run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[lint,test,uvloop,trio]"]) == 0
     ok &= run([vpy, "-m", "ruff", "check", "src", "tests", "compat"], cwd=REPO) == 0
     ok &= run([vpy, "-m", "mypy", "--strict", "src/childwatch"], cwd=REPO) == 0
     return ok
@@ -215,6 +265,9 @@ def main() -> int:
     )
     parser.add_argument("--versions", default=",".join(VERSIONS))
     parser.add_argument("--no-lint", action="store_true")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the matrix from the last run's reports"
+    )
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
@@ -222,16 +275,20 @@ def main() -> int:
     ok = True
     for version in args.versions.split(","):
         started = time.monotonic()
+        junit = WORK / f"junit-{version}.xml"
         python = find_python(version)
-        if python is not None:
+        if args.report_only:
+            code, interpreter = (0, "(saved report)") if junit.exists() else (1, "no saved report")
+        elif python is not None:
+            junit.unlink(missing_ok=True)
             code, interpreter = test_host(version, python, args.pytest_args)
         elif version in SID_VERSIONS:
+            junit.unlink(missing_ok=True)
             code, interpreter = test_sid(version, args.pytest_args)
         else:
             results[version] = {"result": "MISSING", "interpreter": "not found"}
             ok = False
             continue
-        junit = WORK / f"junit-{version}.xml"
         cases = read_junit(junit) if junit.exists() and code in (0, 1) else []
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
         passed = code == 0 and counts["passed"] > 0 and counts["failed"] == 0
@@ -244,9 +301,11 @@ def main() -> int:
             **counts,
         }
         log(f"Python {version}: {results[version]['result']} {counts}")
-        junit.unlink(missing_ok=True)
-    write_matrix(results)
-    if not args.no_lint:
+    if args.pytest_args or args.versions != ",".join(VERSIONS):
+        log("partial run: compat/MATRIX.md left as it was")
+    else:
+        write_matrix(results)
+    if not args.no_lint and not args.report_only:
         lint_ok = lint()
         log(f"lint: {'pass' if lint_ok else 'FAIL'}")
         ok &= lint_ok

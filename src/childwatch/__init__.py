@@ -3,6 +3,7 @@
 from ._api import default_watcher, get_child_watcher, set_child_watcher
 from ._contract import AbstractChildWatcher
 from ._errors import UnsupportedLoopError
+from ._wait_pid import wait_pid
 from .capabilities import Capabilities, Support, capabilities
 from .watchers import (
     FastChildWatcher,
@@ -21,6 +22,12 @@ __all__ = [
     "MultiLoopChildWatcher",
     "PidfdChildWatcher",
     "SafeChildWatcher",
+    "Support",
     "ThreadedChildWatcher",
     "UnsupportedLoopError",
+    "capabilities",
+    "default_watcher",
+    "get_child_watcher",
+    "set_child_watcher",
+    "wait_pid",
 ]

@@ -28,6 +28,22 @@ def _adapter(loop: asyncio.AbstractEventLoop) -> LoopAdapter:
     return adapter
 
 
+def _check_watcher(watcher: object) -> None:
+    if watcher is not None and not isinstance(watcher, AbstractChildWatcher):
+        raise TypeError(
+            f"watcher must be a childwatch.AbstractChildWatcher or None, not {type(watcher).__name__}"
+        )
+    if watcher is not None and getattr(watcher, "_closed", False):
+        raise RuntimeError(f"cannot set a closed watcher: {watcher!r}")
+
+
+def set_default_child_watcher(watcher: Optional[AbstractChildWatcher]) -> None:
+    """Set the process-wide default of stdlib loops, even from inside a running loop
+    (what that default is on each Python: see :func:`set_child_watcher`)."""
+    _check_watcher(watcher)
+    stdlib_adapter().set_default(watcher)
+
+
 def set_child_watcher(
     watcher: Optional[AbstractChildWatcher], loop: Optional[asyncio.AbstractEventLoop] = None
 ) -> None:
@@ -44,12 +60,7 @@ def set_child_watcher(
     :class:`UnsupportedLoopError` for a loop that forbids custom watchers
     (uvloop, trio-asyncio) or has no adapter.
     """
-    if watcher is not None and not isinstance(watcher, AbstractChildWatcher):
-        raise TypeError(
-            f"watcher must be a childwatch.AbstractChildWatcher or None, not {type(watcher).__name__}"
-        )
-    if watcher is not None and getattr(watcher, "_closed", False):
-        raise RuntimeError(f"cannot set a closed watcher: {watcher!r}")
+    _check_watcher(watcher)
     loop = check_loop(loop) or running_loop()
     if loop is None:
         stdlib_adapter().set_default(watcher)
