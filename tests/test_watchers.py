@@ -531,3 +531,32 @@ def test_uvloop_refuses_sigchld_watchers() -> None:
     finally:
         loop.close()
     assert signal.getsignal(signal.SIGCHLD) in (signal.SIG_DFL, None)
+
+
+def test_fast_never_delivers_a_remembered_status_to_a_reused_pid() -> None:
+    """Fast remembers statuses of unregistered children; after pid reuse that memory is stale."""
+
+    async def main() -> None:
+        watcher = childwatch.FastChildWatcher()
+        try:
+            got = Collector()
+            pid = spawn_sleeper()
+            # Stands for an earlier process with the same pid, reaped and remembered
+            # by Fast: real pid reuse takes a wrap-around of the pid space.
+            watcher._early[pid] = 77
+            watcher.add_child_handler(pid, got)
+            os.kill(pid, signal.SIGTERM)
+            assert await got.wait(1) == {pid: -signal.SIGTERM}
+            gone = spawn_exit(12)
+            wait_zombie(gone)
+            await asyncio.sleep(0)
+            watcher.attach_loop(asyncio.get_running_loop())
+            # An exit before registration is remembered and delivered.
+            while gone not in watcher._early:
+                await asyncio.sleep(0.01)
+            watcher.add_child_handler(gone, got)
+            assert (await got.wait(2))[gone] == 12
+        finally:
+            watcher.close()
+
+    run("asyncio", main)

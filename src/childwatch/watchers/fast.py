@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from .._status import logger, peek_any, release
+from .._status import logger, peek, peek_any, release
 from ._base import Entry
 from ._sigchld import LoopSigchldWatcher
 
@@ -30,8 +30,16 @@ class FastChildWatcher(LoopSigchldWatcher):
         self._early: Dict[int, int] = {}
 
     def _probe(self, pid: int) -> None:
-        if pid not in self._early:
-            super()._probe(pid)
+        """Called with the lock held, at registration."""
+        if pid in self._early:
+            try:
+                peek(pid)
+            except ChildProcessError:
+                return  # no such child now: the remembered status is this pid's
+            # A live child has this pid: the memory belongs to an earlier process
+            # that had the same pid, and must not be delivered to this one.
+            del self._early[pid]
+        super()._probe(pid)
 
     def _check(self, pid: int, entry: Optional[Entry] = None) -> bool:
         with self._lock:
