@@ -15,7 +15,7 @@ import threading
 from typing import Any, Dict, Optional, Set, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
-from .._status import PID_MAX, logger, not_a_child, peek, reaped_elsewhere, release
+from .._status import PID_MAX, logger, not_a_child, peek, peek_any, reaped_elsewhere, release
 
 
 class Entry:
@@ -223,6 +223,23 @@ class WatcherBase(AbstractChildWatcher):
         if claimed is not None:
             self._dispatch(claimed, returncode)
         return True
+
+    def _deliver_visible_exits(self) -> bool:
+        """Deliver our exited children, as ``waitid(P_ALL, WNOWAIT)`` shows them one by one.
+
+        O(1) per exit.  Returns True if it stopped at an exited child that is not
+        ours (or is being delivered elsewhere): that zombie hides the others, and
+        only :meth:`_check_all` can find them.
+        """
+        while True:
+            found = peek_any()
+            if found is None:
+                return False
+            pid, returncode = found
+            entry = self._claim(pid)
+            if entry is None:
+                return True
+            self._dispatch(entry, returncode)
 
     def _check_all(self) -> None:
         """Check every registered pid: O(registered children)."""

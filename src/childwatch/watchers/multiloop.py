@@ -9,7 +9,6 @@ from types import FrameType
 from typing import Any, Callable, Optional, Union
 
 from .._loop_rules import refuse_sigchld
-from .._status import peek_any
 from ._base import Entry, WatcherBase, check_loop, running_loop
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
@@ -117,16 +116,7 @@ class MultiLoopChildWatcher(WatcherBase):
             previous(signum, frame)
 
     def _scan(self) -> None:
-        while True:
-            found = peek_any()
-            if found is None:
-                break
-            pid, returncode = found
-            entry = self._claim(pid)
-            if entry is None:
-                break
-            self._dispatch(entry, returncode)
-        # A zombie not ours hides the view, or a child of ours was reaped
-        # behind our back: only a check per pid can tell.
-        if found is not None or self._entries:
+        # Without a loop to defer a check on (as Safe does), check every pid
+        # whenever some remain: one may have been reaped behind our back.
+        if self._deliver_visible_exits() or self._entries:
             self._check_all()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .._status import peek_any
 from ._sigchld import LoopSigchldWatcher
 
 
@@ -17,14 +16,5 @@ class SafeChildWatcher(LoopSigchldWatcher):
     """
 
     def _scan(self) -> None:
-        while True:
-            found = peek_any()
-            if found is None:
-                return
-            pid, returncode = found
-            entry = self._claim(pid)
-            if entry is None:
-                # Not ours: it stays a zombie and hides the others.
-                self._check_all()
-                return
-            self._deliver(entry, returncode)
+        if self._deliver_visible_exits():
+            self._check_all()
