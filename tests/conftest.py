@@ -14,6 +14,8 @@ import pytest
 
 import childwatch
 
+pytest_plugins = ["pytester"]
+
 WATCHERS = [
     childwatch.SafeChildWatcher,
     childwatch.FastChildWatcher,

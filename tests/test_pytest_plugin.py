@@ -1,0 +1,848 @@
+"""The pytest plugin, exercised through pytester in separate pytest processes.
+
+Every run here is a real ``python -m pytest`` subprocess (``runpytest_subprocess``):
+the suites under test create real loops and real children, and trio-asyncio
+must not be imported into this process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import textwrap
+from typing import Dict, List, Optional
+
+import pytest
+
+import childwatch
+from childwatch.pytest_plugin import KNOWN_LOOP_IMPLS, unavailable_reason
+
+RUN_TIMEOUT = 600.0
+MODULES = {"asyncio": "asyncio", "uvloop": "uvloop", "trio-asyncio": "trio_asyncio"}
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def pytest_asyncio_ok() -> bool:
+    if sys.version_info < (3, 10) or not installed("pytest_asyncio"):
+        return False
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("pytest-asyncio").split(".")[:2])
+    return (major, minor) >= (1, 4)
+
+
+HAVE_PYTEST_ASYNCIO = pytest_asyncio_ok()
+needs_pytest_asyncio = pytest.mark.skipif(
+    not HAVE_PYTEST_ASYNCIO, reason="pytest-asyncio >= 1.4 (Python >= 3.10) is not installed"
+)
+needs_anyio = pytest.mark.skipif(not installed("anyio"), reason="anyio is not installed")
+
+
+def default_impls() -> List[str]:
+    return ["asyncio"] + [name for name in KNOWN_LOOP_IMPLS[1:] if installed(MODULES[name])]
+
+
+def available(name: str) -> bool:
+    return unavailable_reason(name) is None
+
+
+INI = """
+[pytest]
+addopts = -p no:randomly -p no:cacheprovider --strict-markers -v -rA
+filterwarnings = error
+timeout = 300
+"""
+
+
+def write_ini(pytester: pytest.Pytester, extra: str = "") -> None:
+    ini = INI + ("asyncio_default_fixture_loop_scope = function\n" if HAVE_PYTEST_ASYNCIO else "")
+    pytester.makefile(".ini", pytest=ini + extra)
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    write_ini(pytester)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*args, timeout=RUN_TIMEOUT)
+
+
+_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\b")
+
+
+def outcomes(result: pytest.RunResult) -> Dict[str, str]:
+    """node id → outcome, from the ``-v`` progress lines."""
+    found: Dict[str, str] = {}
+    for line in result.outlines:
+        match = _LINE.match(line)
+        if match:
+            found.setdefault(match.group(1), match.group(2))
+    return found
+
+
+def expected_outcome(name: str) -> str:
+    return "PASSED" if available(name) else "SKIPPED"
+
+
+# -- registration and inertness -------------------------------------------------
+
+
+def test_importing_the_plugin_imports_no_loop() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import childwatch.pytest_plugin
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("uvloop", "trio", "trio_asyncio"))
+        assert not loaded, loaded
+        """
+    )
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, timeout=120)
+
+
+def test_registered_through_the_entry_point(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_nothing="def test_nothing(): pass")
+    result = run(suite)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["plugins: *childwatch-*"])
+    result = run(suite, "--fixtures")
+    result.stdout.fnmatch_lines(
+        ["loop_impl -- *", "loop_factory -- *", "run_on_loop -- *"], consecutive=False
+    )
+    result = run(suite, "--markers")
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.childwatch_loops(*names):*",
+            "@pytest.mark.childwatch_requires(*capabilities,*",
+            "@pytest.mark.childwatch_isolated:*",
+        ]
+    )
+
+
+def test_inert_for_a_suite_that_does_not_use_it(suite: pytest.Pytester) -> None:
+    """Own fixtures named like ours, own parametrisation, plain asyncio: nothing changes."""
+    suite.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def loop_impl():
+            return "mine"
+        """
+    )
+    suite.makepyfile(
+        test_plain="""
+        import asyncio, sys, pytest
+
+        def test_own_fixture(loop_impl, request):
+            assert loop_impl == "mine"
+            assert not hasattr(request.node, "callspec")
+
+        @pytest.mark.parametrize("loop_factory", ["x", "y"])
+        def test_own_parametrisation(loop_factory):
+            assert loop_factory in ("x", "y")
+
+        def test_plain(request):
+            assert not {"run_on_loop", "loop_factory"} & set(request.fixturenames)
+            assert not {"uvloop", "trio_asyncio"} & set(sys.modules)
+
+            async def main():
+                return type(asyncio.get_running_loop()).__module__
+
+            assert asyncio.run(main()).startswith("asyncio")
+        """
+    )
+    result = run(suite)
+    result.assert_outcomes(passed=4)
+    assert set(outcomes(result)) == {
+        "test_plain.py::test_own_fixture",
+        "test_plain.py::test_own_parametrisation[x]",
+        "test_plain.py::test_own_parametrisation[y]",
+        "test_plain.py::test_plain",
+    }
+    result = run(suite, "-p", "no:childwatch")
+    result.assert_outcomes(passed=4)
+
+
+# -- the loop matrix ----------------------------------------------------------------
+
+MATRIX = """
+import asyncio, os, sys
+import childwatch
+import pytest
+
+FAMILY = {"asyncio": "asyncio", "uvloop": "uvloop", "trio-asyncio": "trio_asyncio"}
+
+
+async def running_module():
+    return type(asyncio.get_running_loop()).__module__
+
+
+async def spawn(code):
+    proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {code}")
+    return await proc.wait()
+
+
+async def family():
+    return childwatch.capabilities().loop
+
+
+def test_matrix(run_on_loop, loop_impl):
+    assert run_on_loop.impl == loop_impl
+    assert run_on_loop(running_module, timeout=60).split(".")[0] == FAMILY[loop_impl]
+    assert run_on_loop(spawn, 7, timeout=60) == 7
+    assert run_on_loop(family, timeout=60) == loop_impl
+
+
+def test_loop_factory(loop_factory, loop_impl):
+    loop = loop_factory()
+    try:
+        assert type(loop).__module__.split(".")[0] == FAMILY[loop_impl]
+        assert loop.run_until_complete(asyncio.wait_for(spawn(3), 60)) == 3
+    finally:
+        loop.close()
+
+
+def test_timeout(run_on_loop):
+    with pytest.raises(asyncio.TimeoutError):
+        run_on_loop(asyncio.sleep, 3600, timeout=0.2)
+
+
+@pytest.mark.childwatch_loops("uvloop")
+def test_only_uvloop(loop_impl):
+    assert loop_impl == "uvloop"
+"""
+
+
+def test_default_matrix_names_every_installed_loop(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_suite=MATRIX)
+    result = run(suite)
+    found = outcomes(result)
+    impls = default_impls()
+    for test in ("test_matrix", "test_loop_factory", "test_timeout"):
+        assert {node: found[node] for node in found if f"::{test}[" in node} == {
+            f"test_suite.py::{test}[{name}]": expected_outcome(name) for name in impls
+        }
+    assert found["test_suite.py::test_only_uvloop[uvloop]"] == (
+        expected_outcome("uvloop") if "uvloop" in impls else "SKIPPED"
+    )
+    assert "FAILED" not in found.values() and "ERROR" not in found.values()
+    for name in impls:
+        reason = unavailable_reason(name)
+        if reason is not None:  # e.g. trio-asyncio on 3.14+: installed, cannot import
+            result.stdout.fnmatch_lines([f"SKIPPED *{reason[:60]}*"])
+
+
+def test_selection_by_option_and_ini(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_suite=MATRIX)
+    result = run(suite, "--loop-impls=uvloop", "-k", "test_matrix")
+    assert outcomes(result) == {"test_suite.py::test_matrix[uvloop]": expected_outcome("uvloop")}
+
+    write_ini(suite, "childwatch_loop_impls = asyncio\n")
+    result = run(suite, "-k", "test_matrix or only_uvloop")
+    assert outcomes(result) == {
+        "test_suite.py::test_matrix[asyncio]": "PASSED",
+        "test_suite.py::test_only_uvloop[uvloop]": "SKIPPED",
+    }
+    result.stdout.fnmatch_lines(["SKIPPED *uvloop is not selected (--loop-impls / childwatch_loop_impls)"])
+
+    result = run(suite, "--loop-impls=asyncio,uvloop", "-k", "test_matrix")  # the option wins
+    assert set(outcomes(result)) == {
+        "test_suite.py::test_matrix[asyncio]",
+        "test_suite.py::test_matrix[uvloop]",
+    }
+
+    result = run(suite, "--loop-impls=asyncio,tornado")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*unknown loop implementation 'tornado'; known: asyncio, uvloop, trio-asyncio*"]
+    )
+
+
+def test_all_and_loops_that_are_not_installed(suite: pytest.Pytester) -> None:
+    suite.makeconftest(
+        """
+        import sys
+        sys.modules["uvloop"] = None  # as if uvloop were not installed
+        """
+    )
+    suite.makepyfile(test_suite=MATRIX)
+    result = run(suite, "--loop-impls=all", "-k", "test_matrix")
+    found = outcomes(result)
+    assert found["test_suite.py::test_matrix[asyncio]"] == "PASSED"
+    assert found["test_suite.py::test_matrix[uvloop]"] == "SKIPPED"
+    assert found["test_suite.py::test_matrix[trio-asyncio]"] == expected_outcome("trio-asyncio")
+    result.stdout.fnmatch_lines(["SKIPPED *: uvloop is not installed"])
+
+
+def test_a_loop_given_as_module_and_factory(suite: pytest.Pytester) -> None:
+    suite.makepyfile(
+        myloop="""
+        import asyncio
+
+        class MyLoop(asyncio.SelectorEventLoop):
+            pass
+
+        def new_event_loop():
+            return MyLoop()
+        """,
+        test_custom="""
+        import asyncio
+
+        async def running_class():
+            return type(asyncio.get_running_loop()).__name__
+
+        def test_custom(run_on_loop, loop_impl):
+            expected = {"mine": "MyLoop"}.get(loop_impl, "_UnixSelectorEventLoop")
+            assert run_on_loop(running_class, timeout=60) == expected
+        """,
+    )
+    suite.syspathinsert()
+    result = run(suite, "--loop-impls=asyncio,mine=myloop:new_event_loop,broken=no_such_module_xyz:new")
+    assert outcomes(result) == {
+        "test_custom.py::test_custom[asyncio]": "PASSED",
+        "test_custom.py::test_custom[mine]": "PASSED",
+        "test_custom.py::test_custom[broken]": "SKIPPED",
+    }
+    result.stdout.fnmatch_lines(["SKIPPED *broken cannot be loaded: ModuleNotFoundError*no_such_module_xyz*"])
+
+
+# -- capability markers ----------------------------------------------------------------
+
+REQUIRES = """
+import asyncio
+import childwatch
+import pytest
+
+
+async def caps():
+    return childwatch.capabilities()
+
+
+@pytest.mark.childwatch_requires("custom_watcher")
+def test_custom_watcher(run_on_loop):
+    assert run_on_loop(caps, timeout=60).custom_watcher.supported
+
+
+@pytest.mark.childwatch_requires("set_child_watcher", "subprocesses")
+def test_set_child_watcher(run_on_loop):
+    async def main():
+        watcher = childwatch.ThreadedChildWatcher()
+        try:
+            childwatch.set_child_watcher(watcher)
+            proc = await asyncio.create_subprocess_exec("sh", "-c", "exit 9")
+            assert await proc.wait() == 9
+            childwatch.set_child_watcher(None)
+        finally:
+            watcher.close()
+
+    run_on_loop(main, timeout=60)
+
+
+@pytest.mark.childwatch_requires("SafeChildWatcher", xfail=True, strict=True)
+def test_safe_watcher(run_on_loop):
+    assert dict(run_on_loop(caps, timeout=60).watchers)["SafeChildWatcher"].supported
+
+
+@pytest.mark.childwatch_requires("custom_watcher")
+def test_without_a_loop_param():
+    assert childwatch.capabilities().loop == "asyncio"
+
+
+@pytest.mark.childwatch_requires("pidfd")
+def test_mechanism():
+    assert dict(childwatch.capabilities().mechanisms)["pidfd"]
+"""
+
+
+def test_requires_skips_or_xfails_by_capability(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_requires=REQUIRES)
+    impls = [name for name in ("asyncio", "uvloop") if available(name)]
+    result = run(suite, f"--loop-impls={','.join(impls)}")
+    found = outcomes(result)
+    expected = {
+        "test_requires.py::test_without_a_loop_param": "PASSED",
+        "test_requires.py::test_mechanism": "PASSED"
+        if dict(childwatch.capabilities().mechanisms)["pidfd"]
+        else "SKIPPED",
+        "test_requires.py::test_custom_watcher[asyncio]": "PASSED",
+        "test_requires.py::test_set_child_watcher[asyncio]": "PASSED",
+        "test_requires.py::test_safe_watcher[asyncio]": "PASSED",
+    }
+    if "uvloop" in impls:
+        expected.update(
+            {
+                "test_requires.py::test_custom_watcher[uvloop]": "SKIPPED",
+                "test_requires.py::test_set_child_watcher[uvloop]": "SKIPPED",
+                "test_requires.py::test_safe_watcher[uvloop]": "XFAIL",
+            }
+        )
+        result.stdout.fnmatch_lines(
+            [
+                "SKIPPED *test_requires.py:*: uvloop lacks custom_watcher: uvloop reaps its own subprocesses*",
+                "SKIPPED *test_requires.py:*: uvloop lacks set_child_watcher: uvloop reaps*",
+                "XFAIL test_requires.py::test_safe_watcher[[]uvloop[]] - uvloop lacks SafeChildWatcher: uvloop*SIGCHLD*",
+            ]
+        )
+    assert found == expected
+
+
+def test_requires_rejects_unknown_capabilities(suite: pytest.Pytester) -> None:
+    suite.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.childwatch_requires("teleport")
+        def test_bad():
+            pass
+        """
+    )
+    result = run(suite)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*childwatch_requires: unknown capability 'teleport'; known: custom_watcher*"]
+    )
+
+
+# -- isolation ------------------------------------------------------------------------
+
+ORDER_CONFTEST = """
+import os
+import random
+
+import pytest
+
+from childwatch.pytest_plugin import anyio_backend_fixture
+
+os.environ.setdefault("SUITE_ROOT_PID", str(os.getpid()))  # the isolated runs inherit it
+
+anyio_backend = anyio_backend_fixture()
+
+
+def pytest_collection_modifyitems(config, items):
+    order = os.environ.get("SUITE_ORDER", "forward")
+    if order == "reverse":
+        items.reverse()
+    elif order != "forward":
+        random.Random(order).shuffle(items)
+"""
+
+PYTEST_ASYNCIO_HOOK = """
+
+from childwatch.pytest_plugin import loop_factories
+
+
+def pytest_asyncio_loop_factories(config, item):
+    return loop_factories(config, item)
+"""
+
+MIX_HELPERS = """
+import asyncio, os, sys
+import pytest
+
+FAMILY = {"asyncio": "asyncio", "uvloop": "uvloop", "trio-asyncio": "trio_asyncio", "trio": "trio"}
+
+
+def isolated():
+    return os.getpid() != int(os.environ["SUITE_ROOT_PID"])
+
+
+def check_process(impl):
+    assert isolated() == (impl == "trio-asyncio")
+    if impl != "trio-asyncio":
+        assert "trio_asyncio" not in sys.modules
+
+
+def running_family():
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+@pytest.fixture(scope="module")
+def module_resource():
+    yield object()
+"""
+
+MIX_MATRIX = (
+    MIX_HELPERS
+    + """
+
+async def spawn(code):
+    proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {code}")
+    return await proc.wait()
+
+
+def test_matrix_a(run_on_loop, loop_impl, module_resource):
+    check_process(loop_impl)
+
+    async def main():
+        return running_family(), await spawn(4)
+
+    assert run_on_loop(main, timeout=60) == (FAMILY[loop_impl], 4)
+
+
+def test_matrix_b(run_on_loop, loop_impl, module_resource):
+    check_process(loop_impl)
+
+    async def main():
+        return running_family()
+
+    assert run_on_loop(main, timeout=60) == FAMILY[loop_impl]
+
+
+def test_stdlib_in_between(module_resource):
+    check_process("asyncio")
+
+    async def main():
+        return running_family()
+
+    assert asyncio.run(main()) == "asyncio"
+
+
+@pytest.mark.childwatch_isolated
+def test_marked_isolated(tmp_path):
+    assert isolated()
+    assert "trio_asyncio" not in sys.modules  # the isolated run did not probe it in-process
+    (tmp_path / "scratch").write_text("ok")
+"""
+)
+
+MIX_ANYIO = (
+    MIX_HELPERS
+    + """
+import sniffio
+
+
+@pytest.mark.anyio
+async def test_anyio(request, module_resource):
+    impl = request.node.callspec.id
+    check_process(impl)
+    if impl == "trio":
+        assert sniffio.current_async_library() == "trio"
+    else:
+        assert running_family() == FAMILY[impl]
+    import anyio
+    result = await anyio.run_process(["sh", "-c", "exit 6"], check=False)
+    assert result.returncode == 6
+"""
+)
+
+MIX_PYTEST_ASYNCIO = (
+    MIX_HELPERS
+    + """
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture
+async def fixture_family():
+    yield running_family()
+
+
+@pytest.mark.asyncio
+async def test_pytest_asyncio(request, fixture_family, module_resource):
+    impl = request.node.callspec.id
+    check_process(impl)
+    assert running_family() == fixture_family == FAMILY[impl]
+    proc = await asyncio.create_subprocess_exec("sh", "-c", "exit 5")
+    assert await proc.wait() == 5
+
+
+@pytest.mark.asyncio(loop_factories=["uvloop"])
+async def test_pytest_asyncio_uvloop_only():
+    assert running_family() == "uvloop"
+"""
+)
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse", "shuffle-1", "shuffle-2"])
+def test_mixed_suite_gets_the_right_loop_in_any_order(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    conftest = ORDER_CONFTEST + (PYTEST_ASYNCIO_HOOK if HAVE_PYTEST_ASYNCIO else "")
+    suite.makeconftest(conftest)
+    files = {"test_mix_matrix": MIX_MATRIX, "test_mix_anyio": MIX_ANYIO}
+    if HAVE_PYTEST_ASYNCIO:
+        files["test_mix_pytest_asyncio"] = MIX_PYTEST_ASYNCIO
+    suite.makepyfile(**files)
+    monkeypatch.setenv("SUITE_ORDER", order)
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    result = run(suite, "--loop-impls=all")
+    found = outcomes(result)
+
+    impls = list(KNOWN_LOOP_IMPLS)
+    expected = {
+        "test_mix_matrix.py::test_stdlib_in_between": "PASSED",
+        "test_mix_matrix.py::test_marked_isolated": "PASSED",
+        "test_mix_anyio.py::test_anyio[trio]": "PASSED",
+    }
+    for name in impls:
+        for test in ("test_matrix_a", "test_matrix_b"):
+            expected[f"test_mix_matrix.py::{test}[{name}]"] = expected_outcome(name)
+        expected[f"test_mix_anyio.py::test_anyio[{name}]"] = expected_outcome(name)
+        if HAVE_PYTEST_ASYNCIO:
+            expected[f"test_mix_pytest_asyncio.py::test_pytest_asyncio[{name}]"] = expected_outcome(name)
+    if HAVE_PYTEST_ASYNCIO:
+        expected["test_mix_pytest_asyncio.py::test_pytest_asyncio_uvloop_only"] = expected_outcome("uvloop")
+    assert found == expected, result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK
+
+
+ISOLATED_REPORTS = """
+import os
+import pytest
+
+
+def isolated():
+    return os.getpid() != int(os.environ["SUITE_ROOT_PID"])
+
+
+@pytest.mark.childwatch_isolated
+def test_fails():
+    print("output-from-the-isolated-run")
+    assert isolated() and 1 + 1 == 3
+
+
+@pytest.mark.childwatch_isolated
+def test_skips():
+    pytest.skip("reason-from-the-isolated-run")
+
+
+@pytest.mark.childwatch_isolated
+@pytest.mark.xfail(reason="expected-in-the-isolated-run", strict=True)
+def test_xfails():
+    assert not isolated()
+
+
+@pytest.mark.childwatch_isolated
+def test_crashes():
+    os._exit(3)
+
+
+@pytest.mark.childwatch_isolated
+def test_passes():
+    assert isolated()
+
+
+@pytest.mark.childwatch_loops("trio-asyncio")
+def test_trio_asyncio_fails(run_on_loop):
+    print("output-from-trio-asyncio")
+    assert isolated() and run_on_loop.impl == "asyncio"
+"""
+
+
+def test_isolated_outcomes_are_reported(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    suite.makeconftest(ORDER_CONFTEST)
+    suite.makepyfile(test_isolated=ISOLATED_REPORTS)
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    result = run(suite, "--loop-impls=all")
+    trio_asyncio = available("trio-asyncio")
+    assert outcomes(result) == {
+        "test_isolated.py::test_fails": "FAILED",
+        "test_isolated.py::test_skips": "SKIPPED",
+        "test_isolated.py::test_xfails": "XFAIL",
+        "test_isolated.py::test_crashes": "FAILED",
+        "test_isolated.py::test_passes": "PASSED",
+        "test_isolated.py::test_trio_asyncio_fails[trio-asyncio]": "FAILED" if trio_asyncio else "SKIPPED",
+    }
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_fails _*",
+            ">*assert isolated() and 1 + 1 == 3",
+            "E*assert (True and (1 + 1) == 3)",
+            "*Captured stdout call*",
+            "output-from-the-isolated-run",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_crashes _*",
+            "the isolated run of test_isolated.py::test_crashes ended (exit status 3) without a call report",
+        ]
+    )
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_isolated.py:*: reason-from-the-isolated-run"])
+    result.stdout.fnmatch_lines(["XFAIL test_isolated.py::test_xfails - expected-in-the-isolated-run"])
+    if trio_asyncio:
+        assert "output-from-trio-asyncio" in out
+        result.stdout.fnmatch_lines(
+            ["FAILED test_isolated.py::test_trio_asyncio_fails[[]trio-asyncio[]] - *"]
+        )
+
+
+def test_an_isolated_run_is_stopped_by_the_timeout(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pidfile = suite.path / "pid"
+    monkeypatch.setenv("PIDFILE", str(pidfile))
+    suite.makepyfile(
+        test_hang="""
+        import os, time
+        import pytest
+
+        @pytest.mark.childwatch_isolated
+        def test_hangs():
+            with open(os.environ["PIDFILE"], "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(3600)
+
+        def test_after():
+            pass
+        """
+    )
+    result = run(suite, "--timeout=10", "-o", "timeout_method=signal")
+    found = outcomes(result)
+    assert found == {"test_hang.py::test_hangs": "FAILED", "test_hang.py::test_after": "PASSED"}
+    assert "Timeout" in result.stdout.str()
+    pid = int(pidfile.read_text())
+    assert state_of(pid) is None, "the isolated run was left behind"
+
+
+def state_of(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+README_EXAMPLE = """
+import asyncio
+
+import pytest
+
+import childwatch
+
+
+async def exit_status(code: int) -> int:
+    proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {code}")
+    return await proc.wait()
+
+
+def test_exit_status(run_on_loop) -> None:  # test_exit_status[asyncio], [uvloop], [trio-asyncio]
+    assert run_on_loop(exit_status, 3, timeout=30) == 3
+
+
+@pytest.mark.childwatch_requires("custom_watcher")  # skipped on uvloop and trio-asyncio, with the reason
+def test_set_child_watcher(run_on_loop) -> None:
+    async def main() -> int:
+        watcher = childwatch.ThreadedChildWatcher()
+        try:
+            childwatch.set_child_watcher(watcher)
+            return await exit_status(7)
+        finally:
+            childwatch.set_child_watcher(None)
+            watcher.close()
+
+    assert run_on_loop(main, timeout=30) == 7
+"""
+
+
+def test_the_documented_example(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_example=README_EXAMPLE)
+    result = run(suite)
+    expected = {}
+    for name in default_impls():
+        expected[f"test_example.py::test_exit_status[{name}]"] = expected_outcome(name)
+        supported = name == "asyncio" and available(name)
+        expected[f"test_example.py::test_set_child_watcher[{name}]"] = "PASSED" if supported else "SKIPPED"
+    assert outcomes(result) == expected
+
+
+# -- the documented recipes -------------------------------------------------------------
+
+
+@needs_pytest_asyncio
+def test_pytest_asyncio_recipe(suite: pytest.Pytester) -> None:
+    suite.makeconftest(
+        """
+        from childwatch.pytest_plugin import loop_factories
+
+        def pytest_asyncio_loop_factories(config, item):
+            return loop_factories(config, item)
+
+        def pytest_collection_modifyitems(items):
+            items.reverse()  # the unavailable loop's test first
+        """
+    )
+    suite.makepyfile(
+        test_recipe="""
+        import asyncio
+        import pytest
+        import pytest_asyncio
+
+        FAMILY = {"asyncio": "asyncio", "uvloop": "uvloop", "trio-asyncio": "trio_asyncio"}
+
+        def running_family():
+            return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+        @pytest_asyncio.fixture
+        async def fixture_family():
+            yield running_family()
+
+        @pytest.mark.asyncio
+        async def test_loop(request, fixture_family):
+            assert running_family() == fixture_family == FAMILY[request.node.callspec.id]
+
+        @pytest.mark.asyncio
+        @pytest.mark.childwatch_loops("asyncio")
+        @pytest.mark.childwatch_requires("custom_watcher")
+        async def test_restricted():
+            assert running_family() == "asyncio"
+        """
+    )
+    result = run(suite, "--loop-impls=asyncio,uvloop,broken=no_such_module_xyz:new")
+    assert outcomes(result) == {
+        "test_recipe.py::test_loop[asyncio]": "PASSED",
+        "test_recipe.py::test_loop[uvloop]": expected_outcome("uvloop"),
+        "test_recipe.py::test_loop[broken]": "SKIPPED",
+        "test_recipe.py::test_restricted": "PASSED",  # one factory: pytest-asyncio hides the id
+    }
+    result.stdout.fnmatch_lines(["SKIPPED *: broken cannot be loaded: ModuleNotFoundError*"])
+
+
+@needs_anyio
+def test_anyio_recipe(suite: pytest.Pytester) -> None:
+    suite.makeconftest(
+        """
+        from childwatch.pytest_plugin import anyio_backend_fixture
+
+        anyio_backend = anyio_backend_fixture()
+        """
+    )
+    suite.makepyfile(
+        test_recipe="""
+        import asyncio
+        import pytest
+        import sniffio
+
+        @pytest.mark.anyio
+        async def test_backend(anyio_backend_name, request):
+            impl = request.node.callspec.id
+            assert sniffio.current_async_library() == anyio_backend_name
+            if impl == "uvloop":
+                assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+
+        @pytest.mark.anyio
+        @pytest.mark.childwatch_requires("custom_watcher")
+        async def test_requires():
+            assert type(asyncio.get_running_loop()).__module__.startswith("asyncio")
+        """
+    )
+    result = run(suite, "--loop-impls=asyncio,uvloop")
+    assert outcomes(result) == {
+        "test_recipe.py::test_backend[asyncio]": "PASSED",
+        "test_recipe.py::test_backend[uvloop]": expected_outcome("uvloop"),
+        "test_recipe.py::test_backend[trio]": "PASSED",
+        "test_recipe.py::test_requires[asyncio]": "PASSED",
+        "test_recipe.py::test_requires[uvloop]": "SKIPPED",
+        "test_recipe.py::test_requires[trio]": "SKIPPED",
+    }
+    result.stdout.fnmatch_lines(["SKIPPED *: trio lacks custom_watcher: trio has no child watcher*"])
