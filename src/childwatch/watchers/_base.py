@@ -11,6 +11,7 @@ refused, because its status already went to the earlier callback.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 from typing import Any, Dict, Optional, Set, Tuple
 
@@ -30,6 +31,24 @@ class Entry:
         self.loop = running_loop()
         """The loop running where the child was registered, if any."""
         self.handle: Any = None
+
+
+def status_collected_by_popen(entry: Entry) -> Optional[int]:
+    """The returncode a :class:`subprocess.Popen` among the callback's arguments
+    (or the ``_proc`` of an asyncio subprocess transport) already collected for
+    this child, or None.
+
+    ``Popen.send_signal()`` polls first: a ``kill()`` racing with the child's
+    exit reaps the child itself.  The real status is then on the Popen, and is
+    delivered instead of 255.
+    """
+    for arg in entry.args:
+        for candidate in (arg, getattr(arg, "_proc", None)):
+            if isinstance(candidate, subprocess.Popen) and candidate.pid == entry.pid:
+                returncode = candidate.returncode
+                if isinstance(returncode, int):
+                    return returncode
+    return None
 
 
 def check_pid(pid: object) -> int:
@@ -176,11 +195,11 @@ class WatcherBase(AbstractChildWatcher):
             self._delivering.add(pid)
             return current
 
-    def _dispatch(self, entry: Entry, returncode: int, *, reap: bool = True) -> None:
+    def _dispatch(self, entry: Entry, returncode: Optional[int], *, reap: bool = True) -> None:
         """Deliver a claimed entry from the thread that saw the exit."""
         self._deliver(entry, returncode, reap=reap)
 
-    def _dispatch_to_loop(self, entry: Entry, returncode: int, *, reap: bool = True) -> None:
+    def _dispatch_to_loop(self, entry: Entry, returncode: Optional[int], *, reap: bool = True) -> None:
         """Deliver a claimed entry in the thread of the loop it was registered from.
 
         For watchers that see exits outside any loop (a waiter thread, a signal
@@ -196,8 +215,18 @@ class WatcherBase(AbstractChildWatcher):
                 pass
         self._deliver(entry, returncode, reap=reap)
 
-    def _deliver(self, entry: Entry, returncode: int, reap: bool = True) -> None:
-        """Call the claimed entry's callback, then reap the child."""
+    def _deliver(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
+        """Call the claimed entry's callback, then reap the child.
+
+        ``returncode`` None: someone else reaped the child.  What a Popen among
+        the arguments collected is looked up only now, in the delivering
+        thread: a signal handler may have interrupted that very Popen between
+        its ``waitpid()`` and its storing of the status.
+        """
+        if returncode is None:
+            returncode = status_collected_by_popen(entry)
+            if returncode is None:
+                returncode = reaped_elsewhere(entry.pid)
         try:
             entry.callback(entry.pid, returncode, *entry.args)
         except Exception as exc:
@@ -215,7 +244,7 @@ class WatcherBase(AbstractChildWatcher):
         except ChildProcessError:
             claimed = self._claim(pid, entry)
             if claimed is not None:
-                self._dispatch(claimed, reaped_elsewhere(pid), reap=False)
+                self._dispatch(claimed, None, reap=False)
             return True
         if returncode is None:
             return False
