@@ -175,10 +175,10 @@ class WatcherBase(AbstractChildWatcher):
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
 
-    def _probe(self, pid: int) -> None:
-        """Raise :class:`ChildProcessError` unless ``pid`` is our child, alive or exited."""
+    def _probe(self, pid: int) -> bool:
+        """Raise :class:`ChildProcessError` unless ``pid`` is our child; True if it already exited."""
         try:
-            peek(pid)
+            return peek(pid) is not None
         except ChildProcessError:
             raise not_a_child(pid) from None
 
@@ -209,11 +209,18 @@ class WatcherBase(AbstractChildWatcher):
         loop = entry.loop
         if loop is not None:
             try:
-                loop.call_soon_threadsafe(self._deliver, entry, returncode, reap)
+                loop.call_soon_threadsafe(self._deliver_in_loop, entry, returncode, reap)
                 return
             except RuntimeError:  # closed meanwhile
                 pass
         self._deliver(entry, returncode, reap=reap)
+
+    def _deliver_in_loop(self, entry: Entry, returncode: Optional[int], reap: bool) -> None:
+        self._deliver(entry, returncode, reap)
+        self._after_loop_delivery()
+
+    def _after_loop_delivery(self) -> None:
+        """Called in the loop's thread after a handed-over delivery."""
 
     def _deliver(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
         """Call the claimed entry's callback, then reap the child.
@@ -270,10 +277,10 @@ class WatcherBase(AbstractChildWatcher):
                 return True
             self._dispatch(entry, returncode)
 
-    def _check_all(self) -> None:
-        """Check every registered pid: O(registered children)."""
+    def _check_all(self, loopless_only: bool = False) -> None:
+        """Check every registered pid (or those registered outside a loop): O(n)."""
         with self._lock:
-            pids = list(self._entries)
+            pids = [pid for pid, entry in self._entries.items() if not loopless_only or entry.loop is None]
         for pid in pids:
             self._check(pid)
 

@@ -27,7 +27,6 @@ class LoopSigchldWatcher(WatcherBase):
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._scan_scheduled = False
         self._theft_check: Optional[asyncio.TimerHandle] = None
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
@@ -77,22 +76,15 @@ class LoopSigchldWatcher(WatcherBase):
                 )
             self.attach_loop(loop)
         assert self._loop is not None
-        self._probe(entry.pid)
+        exited = self._probe(entry.pid)
         self._entries[entry.pid] = entry
-        try:
+        if exited:
+            # Its SIGCHLD came before it was ours: deliver it from the loop.
             self._loop.call_soon_threadsafe(self._check, entry.pid, entry)
-        except RuntimeError:
-            del self._entries[entry.pid]
-            raise RuntimeError(f"{type(self).__name__} is attached to a closed loop") from None
 
     def _on_sigchld(self) -> None:
-        # One byte per signal reaches the loop: scan once per loop iteration.
-        if not self._scan_scheduled and self._loop is not None:
-            self._scan_scheduled = True
-            self._loop.call_soon(self._run_scan)
-
-    def _run_scan(self) -> None:
-        self._scan_scheduled = False
+        # Called in the loop's thread, once per signal byte: a scan that finds
+        # nothing costs one waitid().
         if self._closed:
             return
         self._scan()

@@ -29,17 +29,17 @@ class FastChildWatcher(LoopSigchldWatcher):
         super().__init__()
         self._early: Dict[int, int] = {}
 
-    def _probe(self, pid: int) -> None:
+    def _probe(self, pid: int) -> bool:
         """Called with the lock held, at registration."""
         if pid in self._early:
             try:
                 peek(pid)
             except ChildProcessError:
-                return  # no such child now: the remembered status is this pid's
+                return True  # no such child now: the remembered status is this pid's
             # A live child has this pid: the memory belongs to an earlier process
             # that had the same pid, and must not be delivered to this one.
             del self._early[pid]
-        super()._probe(pid)
+        return super()._probe(pid)
 
     def _check(self, pid: int, entry: Optional[Entry] = None) -> bool:
         with self._lock:

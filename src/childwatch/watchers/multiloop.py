@@ -9,6 +9,7 @@ from types import FrameType
 from typing import Any, Callable, Optional, Union
 
 from .._loop_rules import refuse_sigchld
+from .._status import peek_any
 from ._base import Entry, WatcherBase, check_loop, running_loop
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
@@ -39,7 +40,7 @@ class MultiLoopChildWatcher(WatcherBase):
         super().__init__()
         self._installed = False
         self._previous: _Handler = None
-        self._in_handler = False
+        self._scanning = threading.Lock()
         self._rescan = False
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
@@ -100,23 +101,53 @@ class MultiLoopChildWatcher(WatcherBase):
 
     def _on_sigchld(self, signum: int, frame: Optional[FrameType]) -> None:
         if not self._closed:
-            if self._in_handler:
-                self._rescan = True
-            else:
-                self._in_handler = True
-                try:
-                    self._rescan = True
-                    while self._rescan:
-                        self._rescan = False
-                        self._scan()
-                finally:
-                    self._in_handler = False
+            self._guarded_scan()
         previous = self._previous
         if callable(previous):
             previous(signum, frame)
 
+    def _after_loop_delivery(self) -> None:
+        # The child just reaped in the loop's thread hid the exits behind it.
+        if not self._closed and self._entries:
+            self._guarded_scan()
+
+    def _guarded_scan(self) -> None:
+        """Scan, never twice at once: a SIGCHLD that arrives during a scan (in
+        the signal handler, or in another thread) makes the running scan go again."""
+        while True:
+            self._rescan = True  # set before trying: a scan ending now sees it
+            if not self._scanning.acquire(blocking=False):
+                return
+            try:
+                self._rescan = False
+                self._scan()
+            finally:
+                self._scanning.release()
+            if not self._rescan:
+                return
+
     def _scan(self) -> None:
-        # Without a loop to defer a check on (as Safe does), check every pid
-        # whenever some remain: one may have been reaped behind our back.
-        if self._deliver_visible_exits() or self._entries:
+        """O(1) per exit while the exits are ours; every pid is checked when a
+        foreign zombie hides the view, or when a signal showed nothing of ours
+        (a child reaped behind our back: there is no loop to defer that check on)."""
+        saw_ours = False
+        while True:
+            found = peek_any()
+            if found is None:
+                break
+            pid, returncode = found
+            entry = self._claim(pid)
+            if entry is None:
+                with self._lock:
+                    in_flight = pid in self._delivering
+                if in_flight:
+                    # Ours, being delivered in its loop: the reap there rescans.
+                    # Children registered outside any loop have no such rescan.
+                    self._check_all(loopless_only=True)
+                    return
+                self._check_all()
+                return
+            saw_ours = True
+            self._dispatch(entry, returncode)
+        if not saw_ours and self._entries:
             self._check_all()

@@ -7,7 +7,7 @@ import collections
 import os
 import select
 import threading
-from typing import Deque, Dict, Optional, Tuple
+from typing import Any, Deque, Dict, Optional, Tuple
 
 from .._status import logger, wait_exit
 from ._base import Entry, WatcherBase, check_loop
@@ -101,7 +101,8 @@ class ThreadedChildWatcher(WatcherBase):
         self._check(entry.pid, entry)
 
     def _run(self) -> None:
-        poller = select.poll()
+        # epoll's wait costs O(ready fds), poll's O(registered fds).
+        poller: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
         poller.register(self._wake_r, select.POLLIN)
         polled: Dict[int, Entry] = {}
         try:
@@ -129,6 +130,8 @@ class ThreadedChildWatcher(WatcherBase):
         finally:
             for fd in polled:
                 os.close(fd)
+            if hasattr(poller, "close"):
+                poller.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
