@@ -11,9 +11,11 @@ refused, because its status already went to the earlier callback.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import threading
-from typing import Any, Dict, Optional, Set, Tuple
+import weakref
+from typing import Any, Dict, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
 from .._status import PID_MAX, logger, not_a_child, peek, peek_any, reaped_elsewhere, release
@@ -81,6 +83,18 @@ def running_loop() -> Optional[asyncio.AbstractEventLoop]:
         return None
 
 
+_live_watchers: weakref.WeakSet[WatcherBase] = weakref.WeakSet()
+
+
+def _forget_parent_children() -> None:
+    for watcher in list(_live_watchers):
+        watcher._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_children)
+
+
 class WatcherBase(AbstractChildWatcher):
     """Validation, the pid table, claiming and delivery.
 
@@ -91,8 +105,19 @@ class WatcherBase(AbstractChildWatcher):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._entries: Dict[int, Entry] = {}
-        self._delivering: Set[int] = set()
+        # Claimed, not yet reaped: pid -> the loop its delivery was handed to.
+        self._delivering: Dict[int, Optional[asyncio.AbstractEventLoop]] = {}
         self._closed = False
+        _live_watchers.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the parent's children are not ours, its threads are gone.
+
+        The watcher starts empty and stays usable for the child's own children.
+        """
+        self._lock = threading.RLock()  # another thread may have held it at fork
+        self._entries.clear()
+        self._delivering.clear()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._entries)} children"
@@ -115,11 +140,18 @@ class WatcherBase(AbstractChildWatcher):
         with self._lock:
             self._check_open()
             entry = self._entries.get(pid)
+            if entry is not None and self._stale(entry):
+                del self._entries[pid]  # its loop closed: watch it afresh
+                self._unwatch(entry)
+                entry = None
             if entry is not None:
                 entry.callback, entry.args = callback, args
                 return
             if pid in self._delivering:
-                raise not_a_child(pid)
+                hop = self._delivering[pid]
+                if hop is None or not hop.is_closed():
+                    raise not_a_child(pid)
+                del self._delivering[pid]  # handed to a loop that closed first: never delivered
             entry = Entry(pid, callback, args)
             self._watch(entry)
 
@@ -165,6 +197,10 @@ class WatcherBase(AbstractChildWatcher):
         """Start watching ``entry`` and add it to the table (lock held)."""
         raise NotImplementedError
 
+    def _stale(self, entry: Entry) -> bool:
+        """True if ``entry`` can no longer be delivered (the loop watching it closed)."""
+        return False
+
     def _unwatch(self, entry: Entry) -> None:
         """Stop watching ``entry``, already removed from the table (lock held)."""
 
@@ -191,8 +227,11 @@ class WatcherBase(AbstractChildWatcher):
             current = self._entries.get(pid)
             if current is None or (entry is not None and current is not entry):
                 return None
-            del self._entries[pid]
-            self._delivering.add(pid)
+            # pop, not del: a signal handler in this very thread (the RLock lets
+            # it in) may have claimed it since the get.
+            if self._entries.pop(pid, None) is not current:
+                return None
+            self._delivering[pid] = current.loop
             return current
 
     def _dispatch(self, entry: Entry, returncode: Optional[int], *, reap: bool = True) -> None:
@@ -230,6 +269,11 @@ class WatcherBase(AbstractChildWatcher):
         thread: a signal handler may have interrupted that very Popen between
         its ``waitpid()`` and its storing of the status.
         """
+        if self._closed:
+            # close() returned: no callback any more; the child is left to the caller.
+            with self._lock:
+                self._delivering.pop(entry.pid, None)
+            return
         if returncode is None:
             returncode = status_collected_by_popen(entry)
             if returncode is None:
@@ -242,7 +286,7 @@ class WatcherBase(AbstractChildWatcher):
             if reap:
                 release(entry.pid)
             with self._lock:
-                self._delivering.discard(entry.pid)
+                self._delivering.pop(entry.pid, None)
 
     def _check(self, pid: int, entry: Optional[Entry] = None) -> bool:
         """Deliver ``pid``'s status if it has exited; True if it has."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Optional
+from types import FrameType
+from typing import Any, Callable, Optional
 
 from .._loop_rules import refuse_sigchld
 from ._base import Entry, WatcherBase, check_loop, running_loop
@@ -15,6 +16,14 @@ catch children reaped behind the watcher's back (at most one such O(n) check
 per delay, however many signals arrive)."""
 
 
+def _is_foreign(handler: Any) -> bool:
+    """True for a Python handler that is not an event loop's own signal machinery
+    (asyncio's no-op, or a method of a loop, as trio-asyncio installs)."""
+    if not callable(handler) or getattr(handler, "__module__", "") == "asyncio.unix_events":
+        return False
+    return not isinstance(getattr(handler, "__self__", None), asyncio.AbstractEventLoop)
+
+
 class LoopSigchldWatcher(WatcherBase):
     """A watcher woken by SIGCHLD on the loop it is attached to.
 
@@ -22,12 +31,15 @@ class LoopSigchldWatcher(WatcherBase):
     attached one closed), a registration attaches the running loop.  ``add_signal_handler`` only works
     for a loop in the main thread, and loops that forbid SIGCHLD handlers
     (uvloop) are refused with :class:`~childwatch.UnsupportedLoopError`.
+    A Python SIGCHLD handler that ours replaces is still called after each
+    scan, and restored when the watcher detaches (so is one installed after ours).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._theft_check: Optional[asyncio.TimerHandle] = None
+        self._previous: Optional[Callable[[int, Optional[FrameType]], Any]] = None
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         loop = check_loop(loop)
@@ -38,7 +50,9 @@ class LoopSigchldWatcher(WatcherBase):
             self._detach()
             if loop is None:
                 return
+            previous = signal.getsignal(signal.SIGCHLD)
             loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
+            self._previous = previous if callable(previous) and _is_foreign(previous) else None
             self._loop = loop
             if self._entries:
                 # Children may have exited while no loop listened.
@@ -59,7 +73,14 @@ class LoopSigchldWatcher(WatcherBase):
             self._theft_check.cancel()
             self._theft_check = None
         if loop is not None and not loop.is_closed():
+            # The loop's removal resets SIGCHLD to SIG_DFL: put back a Python
+            # handler installed after ours, or else the one ours replaced.
+            current = signal.getsignal(signal.SIGCHLD)
             loop.remove_signal_handler(signal.SIGCHLD)
+            theirs = current if _is_foreign(current) else self._previous
+            if theirs is not None:
+                signal.signal(signal.SIGCHLD, theirs)
+        self._previous = None
 
     def _release_resources(self) -> None:
         with self._lock:
@@ -90,6 +111,8 @@ class LoopSigchldWatcher(WatcherBase):
         self._scan()
         if self._entries:
             self._schedule_theft_check()
+        if self._previous is not None:
+            self._previous(signal.SIGCHLD, None)  # the Python handler ours replaced
 
     def _schedule_theft_check(self) -> None:
         if self._theft_check is None and self._loop is not None:

@@ -75,6 +75,10 @@ class FastChildWatcher(LoopSigchldWatcher):
             del self._early[forgotten]
             logger.debug("FastChildWatcher forgot the status of unregistered pid %d", forgotten)
 
+    def _after_fork_in_child(self) -> None:
+        self._early.clear()
+        super()._after_fork_in_child()
+
     def _release_resources(self) -> None:
         super()._release_resources()
         self._early.clear()

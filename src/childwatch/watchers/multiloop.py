@@ -65,6 +65,10 @@ class MultiLoopChildWatcher(WatcherBase):
     # Never call back from inside a signal handler: hand over to the loop.
     _dispatch = WatcherBase._dispatch_to_loop
 
+    def _after_fork_in_child(self) -> None:
+        self._scanning = threading.Lock()
+        super()._after_fork_in_child()
+
     def _install(self) -> None:
         if self._installed:
             return

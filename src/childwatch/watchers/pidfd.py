@@ -40,7 +40,14 @@ class PidfdChildWatcher(WatcherBase):
                 "running loop or call attach_loop(loop) first"
             )
         self._probe(entry.pid)
-        fd = os.pidfd_open(entry.pid)
+        try:
+            fd = os.pidfd_open(entry.pid)
+        except OSError as exc:
+            raise type(exc)(
+                exc.errno,
+                f"pidfd_open({entry.pid}) failed: {exc.strerror}; PidfdChildWatcher needs Linux 5.3+ "
+                "with pidfd_open allowed (use ThreadedChildWatcher otherwise)",
+            ) from exc
         entry.handle = (loop, fd)
         self._entries[entry.pid] = entry
         try:
@@ -53,6 +60,16 @@ class PidfdChildWatcher(WatcherBase):
             entry.handle = None
             os.close(fd)
             raise
+
+    def _stale(self, entry: Entry) -> bool:
+        handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle
+        return handle is not None and handle[0].is_closed()
+
+    def _after_fork_in_child(self) -> None:
+        for entry in self._entries.values():
+            if entry.handle is not None:
+                os.close(entry.handle[1])
+        super()._after_fork_in_child()
 
     def _add_reader(self, entry: Entry) -> None:
         with self._lock:

@@ -48,17 +48,23 @@ class ThreadedChildWatcher(WatcherBase):
 
     def _watch(self, entry: Entry) -> None:
         self._probe(entry.pid)
+        fd = None
         try:
-            entry.handle = os.pidfd_open(entry.pid)
-        except (AttributeError, OSError) as exc:
-            logger.debug("pidfd_open(%d) failed (%s): waiting in a thread of its own", entry.pid, exc)
-        self._entries[entry.pid] = entry
-        if entry.handle is None:
+            fd = os.pidfd_open(entry.pid)
+            self._start_waiter()
+        except (AttributeError, OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
+            if fd is not None:
+                os.close(fd)
+                fd = None
+            logger.debug("cannot poll a pidfd for %d (%s): waiting in a thread of its own", entry.pid, exc)
+        if fd is None:
             threading.Thread(
                 target=self._wait_one, args=(entry,), name=f"childwatch-waitpid-{entry.pid}", daemon=True
             ).start()
+            self._entries[entry.pid] = entry
         else:
-            self._start_waiter()
+            entry.handle = fd
+            self._entries[entry.pid] = entry
             self._queue(True, entry)
 
     def _unwatch(self, entry: Entry) -> None:
@@ -77,11 +83,19 @@ class ThreadedChildWatcher(WatcherBase):
     def _start_waiter(self) -> None:
         if self._thread is not None:
             return
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._run, name="childwatch-threaded", daemon=True)
-        self._thread.start()
+        wake_r, wake_w = os.pipe()
+        thread = threading.Thread(target=self._run, name="childwatch-threaded", daemon=True)
+        self._wake_r, self._wake_w = wake_r, wake_w
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        try:
+            thread.start()
+        except BaseException:
+            os.close(wake_r)
+            os.close(wake_w)
+            self._wake_r = self._wake_w = -1
+            raise
+        self._thread = thread
 
     def _queue(self, add: bool, entry: Entry) -> None:
         self._ops.append((add, entry))
@@ -98,7 +112,25 @@ class ThreadedChildWatcher(WatcherBase):
             wait_exit(entry.pid)
         except ChildProcessError:
             pass  # reaped behind our back: _check reports it
-        self._check(entry.pid, entry)
+        self._check_reporting(entry)
+
+    def _check_reporting(self, entry: Entry) -> None:
+        """_check in a thread of ours: even SystemExit from a callback is reported, not fatal."""
+        try:
+            self._check(entry.pid, entry)
+        except BaseException as exc:
+            self._report(entry, exc)
+
+    def _after_fork_in_child(self) -> None:
+        for entry in self._entries.values():
+            if entry.handle is not None:
+                os.close(entry.handle)
+        if self._thread is not None:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self._thread, self._wake_r, self._wake_w, self._stop = None, -1, -1, False
+        self._ops.clear()
+        super()._after_fork_in_child()
 
     def _run(self) -> None:
         # epoll's wait costs O(ready fds), poll's O(registered fds).
@@ -114,7 +146,7 @@ class ThreadedChildWatcher(WatcherBase):
                     entry = polled.pop(fd)
                     poller.unregister(fd)
                     os.close(fd)
-                    self._check(entry.pid, entry)
+                    self._check_reporting(entry)
                 while self._ops:
                     add, entry = self._ops.popleft()
                     fd = entry.handle
