@@ -94,13 +94,16 @@ def test_does_nothing_where_asyncio_has_the_names() -> None:
 
 
 def test_nothing_changes_without_the_opt_in() -> None:
-    code = "import asyncio\nbefore = dict(vars(asyncio))\nimport childwatch, childwatch.legacy\nprint(dict(vars(asyncio)) == before)\n"
+    code = (
+        "import asyncio\nbefore = dict(vars(asyncio))\n"
+        "import childwatch, childwatch.legacy\nprint(dict(vars(asyncio)) == before)\n"
+    )
     out = run(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
 
 
-@pytest.mark.skipif(sys.version_info < (3, 14), reason="trio-asyncio imports on 3.9–3.13")
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="trio-asyncio imports on 3.9-3.13")
 def test_trio_asyncio_still_needs_more_than_the_opt_in() -> None:
     """Documented finding: with the opt-in, trio-asyncio 0.16 gets past AbstractChildWatcher
     but needs asyncio.events.BaseDefaultEventLoopPolicy, which 3.14 made private."""

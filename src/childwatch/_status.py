@@ -44,6 +44,15 @@ def peek(pid: int) -> Optional[int]:
     return _returncode(result)
 
 
+def peek_pidfd(pidfd: int) -> Optional[int]:
+    """Like :func:`peek`, for the process a pidfd names (never a later process
+    that reused its pid): ChildProcessError once someone else reaped it."""
+    result = os.waitid(os.P_PIDFD, pidfd, _PEEK)  # type: ignore[attr-defined,unused-ignore]
+    if result is None or result.si_pid == 0:
+        return None
+    return _returncode(result)
+
+
 def peek_any() -> Optional[Tuple[int, int]]:
     """``(pid, returncode)`` of some exited child of this process, or None.
 

@@ -18,7 +18,7 @@ import weakref
 from typing import Any, Dict, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
-from .._status import PID_MAX, logger, not_a_child, peek, peek_any, reaped_elsewhere, release
+from .._status import PID_MAX, logger, not_a_child, peek, peek_any, peek_pidfd, reaped_elsewhere, release
 
 
 class Entry:
@@ -88,7 +88,12 @@ _live_watchers: weakref.WeakSet[WatcherBase] = weakref.WeakSet()
 
 def _forget_parent_children() -> None:
     for watcher in list(_live_watchers):
-        watcher._after_fork_in_child()
+        if watcher._closed:
+            continue
+        try:
+            watcher._after_fork_in_child()
+        except Exception:  # one watcher's trouble must not leave the others dirty
+            logger.exception("resetting %r after fork failed", watcher)
 
 
 if hasattr(os, "register_at_fork"):
@@ -288,10 +293,14 @@ class WatcherBase(AbstractChildWatcher):
             with self._lock:
                 self._delivering.pop(entry.pid, None)
 
-    def _check(self, pid: int, entry: Optional[Entry] = None) -> bool:
-        """Deliver ``pid``'s status if it has exited; True if it has."""
+    def _check(self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None) -> bool:
+        """Deliver ``pid``'s status if it has exited; True if it has.
+
+        With ``pidfd``, the status is read through it: a child reaped behind our
+        back is then told apart from a new process that reused its pid.
+        """
         try:
-            returncode = peek(pid)
+            returncode = peek(pid) if pidfd is None else peek_pidfd(pidfd)
         except ChildProcessError:
             claimed = self._claim(pid, entry)
             if claimed is not None:

@@ -41,14 +41,14 @@ class FastChildWatcher(LoopSigchldWatcher):
             del self._early[pid]
         return super()._probe(pid)
 
-    def _check(self, pid: int, entry: Optional[Entry] = None) -> bool:
+    def _check(self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None) -> bool:
         with self._lock:
             returncode = self._early.get(pid)
             claimed = None if returncode is None else self._claim(pid, entry)
             if claimed is not None:
                 del self._early[pid]
         if returncode is None:
-            return super()._check(pid, entry)
+            return super()._check(pid, entry, pidfd)
         if claimed is not None:
             self._deliver(claimed, returncode, reap=False)
         return True

@@ -78,8 +78,13 @@ class PidfdChildWatcher(WatcherBase):
                 handle[0].add_reader(handle[1], self._on_exit, entry)
 
     def _on_exit(self, entry: Entry) -> None:
+        handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle
+        if handle is None:
+            return  # removed meanwhile
+        loop, fd = handle
+        loop.remove_reader(fd)  # the fd stays open while the status is read through it
+        self._check(entry.pid, entry, fd)
         self._drop_fd(entry)
-        self._check(entry.pid, entry)
 
     def _unwatch(self, entry: Entry) -> None:
         handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle

@@ -114,10 +114,10 @@ class ThreadedChildWatcher(WatcherBase):
             pass  # reaped behind our back: _check reports it
         self._check_reporting(entry)
 
-    def _check_reporting(self, entry: Entry) -> None:
+    def _check_reporting(self, entry: Entry, pidfd: Optional[int] = None) -> None:
         """_check in a thread of ours: even SystemExit from a callback is reported, not fatal."""
         try:
-            self._check(entry.pid, entry)
+            self._check(entry.pid, entry, pidfd)
         except BaseException as exc:
             self._report(entry, exc)
 
@@ -125,9 +125,9 @@ class ThreadedChildWatcher(WatcherBase):
         for entry in self._entries.values():
             if entry.handle is not None:
                 os.close(entry.handle)
-        if self._thread is not None:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
         self._thread, self._wake_r, self._wake_w, self._stop = None, -1, -1, False
         self._ops.clear()
         super()._after_fork_in_child()
@@ -145,8 +145,8 @@ class ThreadedChildWatcher(WatcherBase):
                         continue
                     entry = polled.pop(fd)
                     poller.unregister(fd)
+                    self._check_reporting(entry, fd)
                     os.close(fd)
-                    self._check_reporting(entry)
                 while self._ops:
                     add, entry = self._ops.popleft()
                     fd = entry.handle
@@ -166,6 +166,7 @@ class ThreadedChildWatcher(WatcherBase):
                 poller.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     def _drain(self) -> None:
         try:
