@@ -149,8 +149,8 @@ REFUSED = "UnsupportedLoopError, with the reason (tested)"
 # API × loop → (test-id pattern, the refusal that passing proves, if any).
 API_RULES: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = {
     "set/get_child_watcher": {
-        "asyncio": (r"test_loops\.py::test_(set_then_get|runner_with|each_loop_in|process_wide)", None),
-        "uvloop": (r"test_loops\.py::test_uvloop_refuses_custom_watchers", REFUSED),
+        "asyncio": (r"test_loops::test_(set_then_get|runner_with|each_loop_in|process_wide)", None),
+        "uvloop": (r"test_loops::test_uvloop_refuses_custom_watchers", REFUSED),
         "trio-asyncio": (r"test_trio_asyncio_refuses_custom_watchers", REFUSED),
         "trio": (
             r"test_plain_trio_claims",
@@ -158,22 +158,22 @@ API_RULES: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = {
         ),
     },
     "asyncio's own set_child_watcher / loop hook": {
-        "asyncio": (r"test_stdlib_dropin\.py::", None),
+        "asyncio": (r"test_stdlib_dropin::", None),
     },
     "capabilities()": {
-        "asyncio": (r"test_capabilities\.py::test_every_claim_holds\[asyncio\]", None),
-        "uvloop": (r"test_capabilities\.py::test_every_claim_holds\[uvloop\]", None),
+        "asyncio": (r"test_capabilities::test_every_claim_holds\[asyncio\]", None),
+        "uvloop": (r"test_capabilities::test_every_claim_holds\[uvloop\]", None),
         "trio-asyncio": (r"test_trio_asyncio_refuses_custom_watchers", None),
         "trio": (r"test_plain_trio_claims", None),
     },
     "wait_pid()": {
-        "asyncio": (r"test_wait_pid\.py::.*\[(anyio-)?asyncio-", None),
-        "uvloop": (r"test_wait_pid\.py::.*\[uvloop-", None),
-        "trio-asyncio": (r"test_wait_pid\.py::.*trio_asyncio", None),
-        "trio": (r"test_wait_pid\.py::.*\[(anyio-)?trio-", None),
+        "asyncio": (r"test_wait_pid::.*\[(anyio-)?asyncio-", None),
+        "uvloop": (r"test_wait_pid::.*\[uvloop-", None),
+        "trio-asyncio": (r"test_wait_pid::.*trio_asyncio", None),
+        "trio": (r"test_wait_pid::.*\[(anyio-)?trio-", None),
     },
     "childwatch.legacy (3.14+ opt-in)": {
-        "asyncio": (r"test_legacy\.py::test_(old_program|get_creates|does_nothing)", None),
+        "asyncio": (r"test_legacy::test_(old_program|get_creates|does_nothing)", None),
     },
 }
 
@@ -189,7 +189,7 @@ def watcher_cell(cases: List[Dict[str, str]], loop: str, watcher: str) -> Dict[s
         return summarise(trio_cases)
     mine = [c for c in cases if (m := PARAM.search(c["id"])) and (m["loop"], m["watcher"]) == (loop, watcher)]
     if loop == "uvloop" and watcher in SIGCHLD_WATCHERS:
-        refusal = matching(cases, r"test_watchers\.py::test_uvloop_refuses_sigchld_watchers")
+        refusal = matching(cases, r"test_watchers::test_uvloop_refuses_sigchld_watchers")
         return summarise(refusal, REFUSED)
     return summarise(mine)
 
