@@ -27,9 +27,9 @@ Measured, for the raw ``os.wait()`` loop, every childwatch watcher and (on
 6. the cost curve: churn with 0/100/1,000/3,000 idle registered children,
    drawn to ``bench/cost_curve.png``.
 
-A full run writes ``bench/results/X.Y.json``, ``bench/cost_curve-X.Y.png``,
-``bench/cost_curve.png`` and regenerates ``bench/RESULTS.md`` from every
-``results/*.json`` present (with ``bench/FINDINGS.md``, the hand-written
+A full run writes ``bench/results/X.Y.json`` and ``bench/cost_curve-X.Y.png``
+(and ``bench/cost_curve.png`` on Python 3.11, the primary), and regenerates
+``bench/RESULTS.md`` from every ``results/*.json`` present (with ``bench/FINDINGS.md``, the hand-written
 analysis, appended).  ``--compare SRC_DIR`` adds a "patched X" row after each
 childwatch row, imported from a patched copy of ``src/``: an A/B in one run.
 No timing is asserted anywhere: the targets are evaluated and printed, and the
@@ -69,6 +69,8 @@ CAT = shutil.which("cat") or "/bin/cat"
 INFLIGHT = 32
 WARMUP = 320
 WORKER_TIMEOUT = 120.0
+PRIMARY_PYTHON = "3.11"
+"""Its latest full run leads RESULTS.md and draws ``cost_curve.png``; the others follow."""
 
 
 def has_pidfd() -> bool:
@@ -1200,11 +1202,13 @@ def write_results_md() -> None:
         with open(p) as fh:
             runs.append(json.load(fh))
     runs.sort(key=lambda d: d["meta"]["date"], reverse=True)
+    runs.sort(key=lambda d: d["meta"]["python"] != PRIMARY_PYTHON)  # stable: primary first
     head = [
         "# childwatch benchmarks",
         "",
         "Written by `bench/run.py` (do not edit by hand): the latest full run on each Python,",
-        "newest first.  Reproduce with one command from the repository root:",
+        f"Python {PRIMARY_PYTHON} first, then newest first.  Reproduce with one command from the",
+        "repository root:",
         "",
         "```",
         "python3 bench/run.py                 # this Python; --python 3.9 for another pyenv one",
@@ -1227,14 +1231,16 @@ def write_results_md() -> None:
         "The watchers' costs are analysed by hand in `bench/FINDINGS.md`, appended below the",
         "generated tables.",
         "",
+        f"Cost curve on Python {PRIMARY_PYTHON}:",
+        "",
         "![cost curve](cost_curve.png)",
         "",
     ]
     body = []
-    for i, d in enumerate(runs):
+    for d in runs:
         body.append(render_run(d))
         py = d["meta"]["python"]
-        if i and (BENCH / f"cost_curve-{py}.png").exists():
+        if py != PRIMARY_PYTHON and (BENCH / f"cost_curve-{py}.png").exists():
             body.append(f"Cost curve on Python {py}:\n\n![cost curve {py}](cost_curve-{py}.png)\n")
     findings = BENCH / "FINDINGS.md"
     if findings.exists():
@@ -1359,7 +1365,10 @@ def drive(args: argparse.Namespace, command: str) -> int:
         RESULTS_DIR.mkdir(exist_ok=True)
         with open(RESULTS_DIR / f"{PY}.json", "w") as fh:
             json.dump(data, fh, indent=1)
-        plot(data, [BENCH / f"cost_curve-{PY}.png", BENCH / "cost_curve.png"])
+        plot(
+            data,
+            [BENCH / f"cost_curve-{PY}.png"] + ([BENCH / "cost_curve.png"] if PY == PRIMARY_PYTHON else []),
+        )
         write_results_md()
         log(f"wrote {RESULTS_DIR / (PY + '.json')}, bench/cost_curve.png, bench/RESULTS.md")
     elif args.plot:
@@ -1442,6 +1451,11 @@ def main() -> int:
     )
     parser.add_argument("--json", metavar="FILE", help="also save the raw data here")
     parser.add_argument("--render", metavar="FILE", help="print the tables of saved raw data; run nothing")
+    parser.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="redraw the plots and rewrite RESULTS.md from results/*.json (and FINDINGS.md); run nothing",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--command", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1459,6 +1473,19 @@ def main() -> int:
     if args.render:
         with open(args.render) as fh:
             print(render_run(json.load(fh)))
+        return 0
+    if args.regenerate:
+        for path in sorted(RESULTS_DIR.glob("*.json")):
+            with open(path) as fh:
+                saved = json.load(fh)
+            py = saved["meta"]["python"]
+            plot(
+                saved,
+                [BENCH / f"cost_curve-{py}.png"]
+                + ([BENCH / "cost_curve.png"] if py == PRIMARY_PYTHON else []),
+            )
+        write_results_md()
+        log("rewrote bench/RESULTS.md and the plots")
         return 0
 
     command = args.command or "python3 bench/run.py " + " ".join(
