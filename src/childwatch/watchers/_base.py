@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import threading
 import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
 from .._status import PID_MAX, logger, not_a_child, peek, peek_any, peek_pidfd, reaped_elsewhere, release
@@ -51,6 +52,25 @@ def status_collected_by_popen(entry: Entry) -> Optional[int]:
                 if isinstance(returncode, int):
                     return returncode
     return None
+
+
+_STDLIB_SCHEDULES_EXIT = sys.version_info < (3, 14)
+"""On 3.9-3.13 the stdlib loop's ``_child_watcher_callback`` only *schedules*
+``transport._process_exited()``; on 3.14+ it calls it at once."""
+
+
+def transport_loop(callback: ChildCallback) -> Optional[asyncio.AbstractEventLoop]:
+    """The loop of an asyncio subprocess transport that ``callback`` only
+    schedules the news for (3.9-3.13), else None.
+
+    Until that loop runs ``transport._process_exited()``, the transport does not
+    know that its child exited: a ``kill()`` then still signals the pid (3.13.0
+    without any check), so the pid must not be released before.
+    """
+    if not _STDLIB_SCHEDULES_EXIT or getattr(callback, "__name__", None) != "_child_watcher_callback":
+        return None
+    loop = getattr(callback, "__self__", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
 
 def check_pid(pid: object) -> int:
@@ -112,6 +132,8 @@ class WatcherBase(AbstractChildWatcher):
         self._entries: Dict[int, Entry] = {}
         # Claimed, not yet reaped: pid -> the loop its delivery was handed to.
         self._delivering: Dict[int, Optional[asyncio.AbstractEventLoop]] = {}
+        # Of those, the ones whose callback ran and whose reap is queued on that loop.
+        self._reap_queued: Set[int] = set()
         self._closed = False
         _live_watchers.add(self)
 
@@ -123,6 +145,7 @@ class WatcherBase(AbstractChildWatcher):
         self._lock = threading.RLock()  # another thread may have held it at fork
         self._entries.clear()
         self._delivering.clear()
+        self._reap_queued.clear()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._entries)} children"
@@ -154,7 +177,7 @@ class WatcherBase(AbstractChildWatcher):
                 return
             if pid in self._delivering:
                 hop = self._delivering[pid]
-                if hop is None or not hop.is_closed():
+                if hop is None or not hop.is_closed() or pid in self._reap_queued:
                     raise not_a_child(pid)
                 del self._delivering[pid]  # handed to a loop that closed first: never delivered
             entry = Entry(pid, callback, args)
@@ -288,10 +311,59 @@ class WatcherBase(AbstractChildWatcher):
         except Exception as exc:
             self._report(entry, exc)
         finally:
-            if reap:
-                release(entry.pid)
+            if not (reap and self._reap_after_transport(entry)):
+                if reap:
+                    release(entry.pid)
+                with self._lock:
+                    self._delivering.pop(entry.pid, None)
+
+    def _reap_after_transport(self, entry: Entry) -> bool:
+        """For an asyncio subprocess (3.9-3.13), reap the child only after its
+        transport has learnt the status: the reap is queued behind the
+        ``_process_exited()`` the callback just queued on the same loop.  The
+        child stays "delivering" meanwhile.  False if there is no such loop
+        (or it is closed): reap now."""
+        loop = transport_loop(entry.callback)
+        if loop is None:
+            return False
+        with self._lock:
+            self._delivering[entry.pid] = loop
+            self._reap_queued.add(entry.pid)
+        try:
+            loop.call_soon_threadsafe(self._reap_deferred, entry.pid)
+        except RuntimeError:  # the loop is closed: nobody will learn more
             with self._lock:
-                self._delivering.pop(entry.pid, None)
+                self._reap_queued.discard(entry.pid)
+            return False
+        return True
+
+    def _reap_deferred(self, pid: int) -> None:
+        with self._lock:
+            if pid not in self._reap_queued:
+                return  # a scan reaped it, its loop being closed
+            self._reap_queued.discard(pid)
+            self._delivering.pop(pid, None)
+        release(pid)
+        self._after_loop_delivery()
+
+    def _in_flight(self, pid: int) -> bool:
+        """True if ``pid`` was claimed and is not reaped yet: whoever scans stops
+        at it, and its reap rescans (:meth:`_after_loop_delivery`).
+
+        A pid whose reap was queued on a loop that closed before running it
+        is reaped here (False).  One handed to a loop that closed before
+        delivering it stays, to be registered again.
+        """
+        with self._lock:
+            if pid not in self._delivering:
+                return False
+            hop = self._delivering[pid]
+            if hop is None or not hop.is_closed() or pid not in self._reap_queued:
+                return True
+            del self._delivering[pid]
+            self._reap_queued.discard(pid)
+        release(pid)
+        return False
 
     def _check(self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None) -> bool:
         """Deliver ``pid``'s status if it has exited; True if it has.
@@ -317,8 +389,9 @@ class WatcherBase(AbstractChildWatcher):
         """Deliver our exited children, as ``waitid(P_ALL, WNOWAIT)`` shows them one by one.
 
         O(1) per exit.  Returns True if it stopped at an exited child that is not
-        ours (or is being delivered elsewhere): that zombie hides the others, and
-        only :meth:`_check_all` can find them.
+        ours: that zombie hides the others, and only :meth:`_check_all` can find
+        them.  It stops (False) at one of ours still being delivered: its reap
+        rescans (:meth:`_after_loop_delivery`).
         """
         while True:
             found = peek_any()
@@ -327,7 +400,7 @@ class WatcherBase(AbstractChildWatcher):
             pid, returncode = found
             entry = self._claim(pid)
             if entry is None:
-                return True
+                return not self._in_flight(pid)
             self._dispatch(entry, returncode)
 
     def _check_all(self, loopless_only: bool = False) -> None:

@@ -122,6 +122,17 @@ class LoopSigchldWatcher(WatcherBase):
         self._theft_check = None
         self._check_all()
 
+    def _after_loop_delivery(self) -> None:
+        # A child reaped late (after its asyncio transport learnt the status)
+        # hid the exits behind it: scan again, in the attached loop's thread.
+        loop = self._loop
+        if self._closed or loop is None or loop.is_closed():
+            return
+        if loop is running_loop():
+            self._scan()
+        else:
+            loop.call_soon_threadsafe(self._scan)
+
     def _scan(self) -> None:
         """Deliver the exits a SIGCHLD announced."""
         raise NotImplementedError

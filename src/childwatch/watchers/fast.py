@@ -62,6 +62,10 @@ class FastChildWatcher(LoopSigchldWatcher):
             with self._lock:
                 entry = self._claim(pid)
                 if entry is None:
+                    if pid in self._delivering:
+                        if self._in_flight(pid):
+                            return  # ours, its reap is due in a loop: that reap rescans
+                        continue  # its loop closed: reaped just now
                     release(pid)
                     self._remember(pid, returncode)
             if entry is not None:

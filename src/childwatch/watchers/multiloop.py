@@ -142,9 +142,7 @@ class MultiLoopChildWatcher(WatcherBase):
             pid, returncode = found
             entry = self._claim(pid)
             if entry is None:
-                with self._lock:
-                    in_flight = pid in self._delivering
-                if in_flight:
+                if self._in_flight(pid):
                     # Ours, being delivered in its loop: the reap there rescans.
                     # Children registered outside any loop have no such rescan.
                     self._check_all(loopless_only=True)
