@@ -162,11 +162,13 @@ class WatcherBase(AbstractChildWatcher):
         process (or its status was already collected).  Registering a pid that
         is already registered replaces its callback and arguments.
         """
-        check_pid(pid)
+        if type(pid) is not int or not 0 < pid <= PID_MAX:
+            check_pid(pid)  # raises the precise error
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         with self._lock:
-            self._check_open()
+            if self._closed:
+                self._check_open()
             entry = self._entries.get(pid)
             if entry is not None and self._stale(entry):
                 del self._entries[pid]  # its loop closed: watch it afresh
@@ -215,7 +217,7 @@ class WatcherBase(AbstractChildWatcher):
         return not self._closed
 
     def __enter__(self) -> WatcherBase:
-        with self._lock:
+        if self._closed:
             self._check_open()
         return self
 
@@ -262,11 +264,7 @@ class WatcherBase(AbstractChildWatcher):
             self._delivering[pid] = current.loop
             return current
 
-    def _dispatch(self, entry: Entry, returncode: Optional[int], *, reap: bool = True) -> None:
-        """Deliver a claimed entry from the thread that saw the exit."""
-        self._deliver(entry, returncode, reap=reap)
-
-    def _dispatch_to_loop(self, entry: Entry, returncode: Optional[int], *, reap: bool = True) -> None:
+    def _dispatch_to_loop(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
         """Deliver a claimed entry in the thread of the loop it was registered from.
 
         For watchers that see exits outside any loop (a waiter thread, a signal
@@ -311,11 +309,15 @@ class WatcherBase(AbstractChildWatcher):
         except Exception as exc:
             self._report(entry, exc)
         finally:
-            if not (reap and self._reap_after_transport(entry)):
+            if not (reap and _STDLIB_SCHEDULES_EXIT and self._reap_after_transport(entry)):
                 if reap:
                     release(entry.pid)
                 with self._lock:
                     self._delivering.pop(entry.pid, None)
+
+    _dispatch = _deliver
+    """Deliver a claimed entry (in the thread that saw the exit, unless a
+    subclass hands it to a loop with :meth:`_dispatch_to_loop`)."""
 
     def _reap_after_transport(self, entry: Entry) -> bool:
         """For an asyncio subprocess (3.9-3.13), reap the child only after its

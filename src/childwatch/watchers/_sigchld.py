@@ -101,7 +101,10 @@ class LoopSigchldWatcher(WatcherBase):
         self._entries[entry.pid] = entry
         if exited:
             # Its SIGCHLD came before it was ours: deliver it from the loop.
-            self._loop.call_soon_threadsafe(self._check, entry.pid, entry)
+            if self._loop is entry.loop:
+                self._loop.call_soon(self._check, entry.pid, entry)
+            else:
+                self._loop.call_soon_threadsafe(self._check, entry.pid, entry)
 
     def _on_sigchld(self) -> None:
         # Called in the loop's thread, once per signal byte: a scan that finds

@@ -1,12 +1,31 @@
-"""PidfdChildWatcher: a pidfd per child, watched by the loop's public add_reader."""
+"""PidfdChildWatcher: a pidfd per child, gathered in one epoll per loop, which
+the loop watches through its public add_reader."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Optional, Tuple
+import select
+from typing import Dict, Optional, Tuple
 
 from ._base import Entry, WatcherBase, check_loop, running_loop
+
+
+class _Poller:
+    """The pidfds of the children watched on one loop, in one epoll.
+
+    The loop reads the epoll's fd (``add_reader``); a pidfd leaves the epoll
+    when it is closed, once its child is delivered or removed.  ``by_fd`` is
+    guarded by the watcher's lock: whoever pops a pidfd from it owns that fd
+    and closes it.
+    """
+
+    __slots__ = ("by_fd", "epoll", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.by_fd: Dict[int, Entry] = {}
 
 
 class PidfdChildWatcher(WatcherBase):
@@ -14,15 +33,19 @@ class PidfdChildWatcher(WatcherBase):
 
     Each child is watched on the loop running when it is registered (or, for
     a registration from outside any loop, on the loop given to
-    :meth:`attach_loop`), through the loop's public ``add_reader``, so it
-    works on uvloop and other third-party loops too.  Callbacks run in that
-    loop's thread.  Every pidfd is closed when its child is delivered,
-    removed, or the watcher closed.
+    :meth:`attach_loop`).  The pidfds of one loop's children sit in one
+    epoll, whose fd the loop watches through its public ``add_reader``, so it
+    works on uvloop and other third-party loops too, and a registration
+    costs one ``epoll_ctl`` instead of the loop's reader bookkeeping.
+    Callbacks run in that loop's thread.  Every pidfd is closed when its
+    child is delivered or removed; the epolls when the watcher is closed (or
+    their loop is closed, at the next registration).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._pollers: Dict[asyncio.AbstractEventLoop, _Poller] = {}
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """Set the loop used for registrations made outside a running loop."""
@@ -32,14 +55,14 @@ class PidfdChildWatcher(WatcherBase):
             self._loop = loop
 
     def _watch(self, entry: Entry) -> None:
-        here = running_loop()
-        loop = here or self._loop
+        loop = entry.loop or self._loop
         if loop is None or loop.is_closed():
             raise RuntimeError(
                 "PidfdChildWatcher needs an event loop: register children from a "
                 "running loop or call attach_loop(loop) first"
             )
         self._probe(entry.pid)
+        poller = self._pollers.get(loop) or self._new_poller(loop)
         try:
             fd = os.pidfd_open(entry.pid)
         except OSError as exc:
@@ -48,65 +71,107 @@ class PidfdChildWatcher(WatcherBase):
                 f"pidfd_open({entry.pid}) failed: {exc.strerror}; PidfdChildWatcher needs Linux 5.3+ "
                 "with pidfd_open allowed (use ThreadedChildWatcher otherwise)",
             ) from exc
-        entry.handle = (loop, fd)
-        self._entries[entry.pid] = entry
         try:
-            if loop is here:
-                loop.add_reader(fd, self._on_exit, entry)
-            else:
-                loop.call_soon_threadsafe(self._add_reader, entry)
+            poller.epoll.register(fd, select.EPOLLIN)
         except BaseException:
-            del self._entries[entry.pid]
-            entry.handle = None
             os.close(fd)
             raise
+        entry.handle = (poller, fd)
+        poller.by_fd[fd] = entry
+        self._entries[entry.pid] = entry
+
+    def _new_poller(self, loop: asyncio.AbstractEventLoop) -> _Poller:
+        """An epoll for ``loop``'s children, read by ``loop`` (lock held)."""
+        for closed in [other for other in self._pollers if other.is_closed()]:
+            self._drop_poller(self._pollers.pop(closed))
+        poller = _Poller(loop)
+        try:
+            if loop is running_loop() or not loop.is_running():
+                loop.add_reader(poller.epoll.fileno(), self._on_ready, poller)
+            else:  # the loop runs in another thread: its reader list is its own
+                loop.call_soon_threadsafe(self._arm, poller)
+        except BaseException:
+            poller.epoll.close()
+            raise
+        self._pollers[loop] = poller
+        return poller
+
+    def _arm(self, poller: _Poller) -> None:
+        if not poller.epoll.closed:
+            poller.loop.add_reader(poller.epoll.fileno(), self._on_ready, poller)
+
+    def _on_ready(self, poller: _Poller) -> None:
+        """In the loop's thread: deliver the children whose pidfds are readable."""
+        try:
+            events = poller.epoll.poll(0)
+        except ValueError:  # closed by close() in another thread meanwhile
+            return
+        for fd, _ in events:
+            with self._lock:
+                entry = poller.by_fd.pop(fd, None)
+            if entry is None:
+                continue  # removed meanwhile: its fd is closed by whoever popped it
+            try:
+                exited = self._check(entry.pid, entry, fd)  # the status is read through the pidfd
+            except BaseException:
+                os.close(fd)
+                raise
+            if not exited:
+                with self._lock:  # readable, yet no exit to see: keep watching
+                    if self._entries.get(entry.pid) is entry and not poller.epoll.closed:
+                        poller.by_fd[fd] = entry
+                        continue
+            os.close(fd)
 
     def _stale(self, entry: Entry) -> bool:
-        handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle
-        return handle is not None and handle[0].is_closed()
-
-    def _after_fork_in_child(self) -> None:
-        for entry in self._entries.values():
-            if entry.handle is not None:
-                os.close(entry.handle[1])
-        super()._after_fork_in_child()
-
-    def _add_reader(self, entry: Entry) -> None:
-        with self._lock:
-            handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle
-            if handle is not None:
-                handle[0].add_reader(handle[1], self._on_exit, entry)
-
-    def _on_exit(self, entry: Entry) -> None:
-        handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle
-        if handle is None:
-            return  # removed meanwhile
-        loop, fd = handle
-        loop.remove_reader(fd)  # the fd stays open while the status is read through it
-        self._check(entry.pid, entry, fd)
-        self._drop_fd(entry)
+        handle: Optional[Tuple[_Poller, int]] = entry.handle
+        return handle is not None and handle[0].loop.is_closed()
 
     def _unwatch(self, entry: Entry) -> None:
-        handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle
-        if handle is None:
-            return
-        loop = handle[0]
-        if loop is running_loop() or loop.is_closed():
-            self._drop_fd(entry)
+        """Lock held: close the pidfd unless a delivery already owns it."""
+        handle: Optional[Tuple[_Poller, int]] = entry.handle
+        entry.handle = None
+        if handle is not None:
+            poller, fd = handle
+            if poller.by_fd.get(fd) is entry:
+                del poller.by_fd[fd]
+                os.close(fd)  # which also takes it out of the epoll
+
+    def _release_resources(self) -> None:
+        with self._lock:
+            pollers = list(self._pollers.values())
+            self._pollers.clear()
+        for poller in pollers:
+            self._drop_poller(poller)
+
+    def _drop_poller(self, poller: _Poller) -> None:
+        """Close the pidfds left in ``poller`` (children of a closed loop), stop
+        the loop reading it and close its epoll."""
+        with self._lock:
+            fds = list(poller.by_fd)
+            poller.by_fd.clear()
+        for fd in fds:
+            os.close(fd)
+        loop = poller.loop
+        if loop.is_closed() or loop is running_loop() or not loop.is_running():
+            self._disarm(poller)
         else:
             try:
-                loop.call_soon_threadsafe(self._drop_fd, entry)
+                loop.call_soon_threadsafe(self._disarm, poller)
             except RuntimeError:  # the loop closed meanwhile
-                self._drop_fd(entry)
+                self._disarm(poller)
 
-    def _drop_fd(self, entry: Entry) -> None:
-        """Stop reading ``entry``'s pidfd and close it, exactly once."""
-        with self._lock:
-            handle: Optional[Tuple[asyncio.AbstractEventLoop, int]] = entry.handle
-            entry.handle = None
-        if handle is None:
+    def _disarm(self, poller: _Poller) -> None:
+        if poller.epoll.closed:
             return
-        loop, fd = handle
-        if not loop.is_closed():
-            loop.remove_reader(fd)
-        os.close(fd)
+        if not poller.loop.is_closed():
+            poller.loop.remove_reader(poller.epoll.fileno())
+        poller.epoll.close()
+
+    def _after_fork_in_child(self) -> None:
+        for poller in self._pollers.values():
+            for fd in poller.by_fd:
+                os.close(fd)
+            poller.epoll.close()
+        self._pollers.clear()
+        super()._after_fork_in_child()
