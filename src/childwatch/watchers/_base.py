@@ -405,10 +405,10 @@ class WatcherBase(AbstractChildWatcher):
                 return not self._in_flight(pid)
             self._dispatch(entry, returncode)
 
-    def _check_all(self, loopless_only: bool = False) -> None:
-        """Check every registered pid (or those registered outside a loop): O(n)."""
+    def _check_all(self) -> None:
+        """Check every registered pid: O(n)."""
         with self._lock:
-            pids = [pid for pid, entry in self._entries.items() if not loopless_only or entry.loop is None]
+            pids = list(self._entries)
         for pid in pids:
             self._check(pid)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import weakref
 from types import FrameType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from .._loop_rules import refuse_sigchld
 from .._status import peek_any
-from ._base import Entry, WatcherBase, check_loop, running_loop
+from ._base import Entry, WatcherBase, check_loop
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
@@ -42,6 +43,10 @@ class MultiLoopChildWatcher(WatcherBase):
         self._previous: _Handler = None
         self._scanning = threading.Lock()
         self._rescan = False
+        # Entries registered outside any loop (a superset: claimed ones leave lazily).
+        self._loopless: Dict[int, Entry] = {}
+        # The last loop found to allow SIGCHLD handlers.
+        self._allowed: Callable[[], Optional[asyncio.AbstractEventLoop]] = lambda: None
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         loop = check_loop(loop)
@@ -67,6 +72,7 @@ class MultiLoopChildWatcher(WatcherBase):
 
     def _after_fork_in_child(self) -> None:
         self._scanning = threading.Lock()
+        self._loopless.clear()
         super()._after_fork_in_child()
 
     def _install(self) -> None:
@@ -91,12 +97,25 @@ class MultiLoopChildWatcher(WatcherBase):
             signal.signal(signal.SIGCHLD, previous)
 
     def _watch(self, entry: Entry) -> None:
-        loop = running_loop()
-        if loop is not None:
+        loop = entry.loop
+        if loop is not None and self._allowed() is not loop:
             refuse_sigchld(type(self).__name__, loop)
+            self._allowed = weakref.ref(loop)
         self._install()
         self._probe(entry.pid)
         self._entries[entry.pid] = entry
+        if loop is None:
+            self._loopless[entry.pid] = entry
+
+    def _check_loopless(self) -> None:
+        """Check the children registered outside any loop: no loop rescans for them."""
+        with self._lock:
+            for pid, entry in list(self._loopless.items()):
+                if self._entries.get(pid) is not entry:
+                    del self._loopless[pid]
+            pids = list(self._loopless)
+        for pid in pids:
+            self._check(pid)
 
     def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
         super().add_child_handler(pid, callback, *args)
@@ -145,7 +164,7 @@ class MultiLoopChildWatcher(WatcherBase):
                 if self._in_flight(pid):
                     # Ours, being delivered in its loop: the reap there rescans.
                     # Children registered outside any loop have no such rescan.
-                    self._check_all(loopless_only=True)
+                    self._check_loopless()
                     return
                 self._check_all()
                 return
