@@ -502,6 +502,41 @@ def test_loops_in_several_threads(cls: Any, loop_name: str) -> None:
         watcher.close()
 
 
+@pytest.mark.parametrize("cls", [childwatch.SafeChildWatcher, childwatch.FastChildWatcher])
+def test_signal_watchers_refuse_loops_in_other_threads_clearly(cls: Any) -> None:
+    """Safe and Fast handle SIGCHLD with loop.add_signal_handler(), which only
+    the main thread may call: a loop in another thread gets a RuntimeError
+    that says so and names the watchers that work there; nothing is changed."""
+    watcher = cls()
+    outcome: List[BaseException] = []
+
+    async def main() -> None:
+        pid = spawn_sleeper()
+        try:
+            for attempt in (lambda: watcher.attach_loop(asyncio.get_running_loop()),
+                            lambda: watcher.add_child_handler(pid, Collector())):
+                try:
+                    attempt()
+                except RuntimeError as exc:
+                    outcome.append(exc)
+        finally:
+            assert reap(pid) == -signal.SIGKILL
+
+    thread = threading.Thread(target=lambda: asyncio.run(asyncio.wait_for(main(), 30)))
+    try:
+        thread.start()
+        thread.join(60)
+        assert [str(exc) for exc in outcome] == [
+            f"{cls.__name__} handles SIGCHLD through loop.add_signal_handler(), which works only from "
+            "the main thread: attach it from there, or use ThreadedChildWatcher or PidfdChildWatcher "
+            "for loops in other threads"
+        ] * 2
+        assert signal.getsignal(signal.SIGCHLD) in (signal.SIG_DFL, None)
+        assert watcher.is_active() is False or watcher._loop is None
+    finally:
+        watcher.close()
+
+
 def test_uvloop_refuses_sigchld_watchers() -> None:
     uvloop = pytest.importorskip("uvloop")
 
@@ -515,7 +550,10 @@ def test_uvloop_refuses_sigchld_watchers() -> None:
                 childwatch.MultiLoopChildWatcher,
             ):
                 watcher = cls()
-                with pytest.raises(childwatch.UnsupportedLoopError, match="uvloop reaps its own children"):
+                with pytest.raises(
+                    childwatch.UnsupportedLoopError,
+                    match=rf"^{cls.__name__} cannot run on uvloop \(uvloop\.Loop\): uvloop reaps its own children",
+                ):
                     watcher.attach_loop(loop)
                 with pytest.raises(
                     NotImplementedError, match="use ThreadedChildWatcher or PidfdChildWatcher"

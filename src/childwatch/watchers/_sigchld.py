@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from types import FrameType
 from typing import Any, Callable, Optional
 
@@ -47,6 +48,12 @@ class LoopSigchldWatcher(WatcherBase):
             self._check_open()
             if loop is not None:
                 refuse_sigchld(type(self).__name__, loop)
+                if threading.current_thread() is not threading.main_thread():
+                    raise RuntimeError(
+                        f"{type(self).__name__} handles SIGCHLD through loop.add_signal_handler(), which "
+                        "works only from the main thread: attach it from there, or use "
+                        "ThreadedChildWatcher or PidfdChildWatcher for loops in other threads"
+                    )
             self._detach()
             if loop is None:
                 return

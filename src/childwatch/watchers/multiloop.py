@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from .._loop_rules import refuse_sigchld
 from .._status import peek_any
-from ._base import Entry, WatcherBase, check_loop
+from ._base import Entry, WatcherBase, check_loop, running_loop
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
@@ -43,6 +43,7 @@ class MultiLoopChildWatcher(WatcherBase):
         self._previous: _Handler = None
         self._scanning = threading.Lock()
         self._rescan = False
+        self._theft_due = False  # a SIGCHLD arrived since every pid was last checked
         # Entries registered outside any loop (a superset: claimed ones leave lazily).
         self._loopless: Dict[int, Entry] = {}
         # The last loop found to allow SIGCHLD handlers.
@@ -124,36 +125,42 @@ class MultiLoopChildWatcher(WatcherBase):
 
     def _on_sigchld(self, signum: int, frame: Optional[FrameType]) -> None:
         if not self._closed:
-            self._guarded_scan()
+            self._theft_due = True
+            self._guarded_scan(None)
         previous = self._previous
         if callable(previous):
             previous(signum, frame)
 
     def _after_loop_delivery(self) -> None:
-        # The child just reaped in the loop's thread hid the exits behind it.
+        # The child just reaped in the loop's thread hid the exits behind it:
+        # those registered from this loop are delivered right here.
         if not self._closed and self._entries:
-            self._guarded_scan()
+            self._guarded_scan(running_loop())
 
-    def _guarded_scan(self) -> None:
+    def _guarded_scan(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """Scan, never twice at once: a SIGCHLD that arrives during a scan (in
-        the signal handler, or in another thread) makes the running scan go again."""
+        the signal handler, or in another thread) makes the running scan go again.
+
+        ``in_loop``: the loop whose callback runs this scan (None in the signal
+        handler); its own children are delivered directly, others handed over.
+        """
         while True:
             self._rescan = True  # set before trying: a scan ending now sees it
             if not self._scanning.acquire(blocking=False):
                 return
             try:
                 self._rescan = False
-                self._scan()
+                self._scan(in_loop)
             finally:
                 self._scanning.release()
             if not self._rescan:
                 return
 
-    def _scan(self) -> None:
-        """O(1) per exit while the exits are ours; every pid is checked when a
-        foreign zombie hides the view, or when a signal showed nothing of ours
-        (a child reaped behind our back: there is no loop to defer that check on)."""
-        saw_ours = False
+    def _scan(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        """O(1) per exit while the exits are ours.  Every pid is checked when a
+        foreign zombie hides the view, and once the view is empty after a
+        SIGCHLD: a child reaped behind our back shows only then (there is no
+        loop of ours to defer that check on)."""
         while True:
             found = peek_any()
             if found is None:
@@ -166,9 +173,14 @@ class MultiLoopChildWatcher(WatcherBase):
                     # Children registered outside any loop have no such rescan.
                     self._check_loopless()
                     return
+                self._theft_due = False
                 self._check_all()
                 return
-            saw_ours = True
-            self._dispatch(entry, returncode)
-        if not saw_ours and self._entries:
-            self._check_all()
+            if in_loop is not None and entry.loop is in_loop:
+                self._deliver(entry, returncode)
+            else:
+                self._dispatch(entry, returncode)
+        if self._theft_due:
+            self._theft_due = False
+            if self._entries:
+                self._check_all()
