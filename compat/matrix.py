@@ -255,6 +255,7 @@ def lint() -> bool:
     vpy = str(venv / "bin" / "python")
     ok = run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[lint,test,uvloop,trio]"]) == 0
     ok &= run([vpy, "-m", "ruff", "check", "src", "tests", "compat"], cwd=REPO) == 0
+    ok &= run([vpy, "-m", "ruff", "format", "--check", "src", "tests", "compat", "bench"], cwd=REPO) == 0
     ok &= run([vpy, "-m", "mypy", "--strict", "src/childwatch"], cwd=REPO) == 0
     return ok
 

@@ -117,6 +117,18 @@ async def settle_zombies(timeout: float = 10.0) -> List[int]:
     return children()
 
 
+async def kill_and_settle(got: Calls, expected: Dict[int, int], sleepers: List[int]) -> None:
+    """SIGKILL the sleepers, then check that every expected status came exactly
+    once and that no zombie is left."""
+    for pid in sleepers:
+        os.kill(pid, signal.SIGKILL)
+        expected[pid] = -signal.SIGKILL
+    await got.wait(expected)
+    await asyncio.sleep(0.1)
+    exactly(got, expected)
+    assert await settle_zombies() == []
+
+
 def attach_here(watcher: Any) -> None:
     watcher.attach_loop(asyncio.get_running_loop())
 
@@ -571,13 +583,7 @@ def test_threaded_falls_back_to_a_thread_per_child(
             assert threading.active_count() >= threads_before + len(sleepers), (
                 "one waiting thread per live child"
             )
-            for pid in sleepers:
-                os.kill(pid, signal.SIGKILL)
-                expected[pid] = -signal.SIGKILL
-            await got.wait(expected)
-            await asyncio.sleep(0.1)
-            exactly(got, expected)
-            assert await settle_zombies() == []
+            await kill_and_settle(got, expected, sleepers)
         finally:
             watcher.close()
 
@@ -731,13 +737,7 @@ def test_signal_flood_interrupts_nothing(loop_name: str, watcher_cls: Any) -> No
                 if i % 4 == 3:
                     await asyncio.sleep(0)
             await got.wait(expected)
-            for pid in sleepers:
-                os.kill(pid, signal.SIGKILL)
-                expected[pid] = -signal.SIGKILL
-            await got.wait(expected)
-            await asyncio.sleep(0.1)
-            exactly(got, expected)
-            assert await settle_zombies() == []
+            await kill_and_settle(got, expected, sleepers)
         finally:
             watcher.close()
 

@@ -85,8 +85,9 @@ def test_get_creates_the_default_and_set_reaches_the_running_loop() -> None:
 def test_does_nothing_where_asyncio_has_the_names() -> None:
     code = (
         "import asyncio\n"
-        "before = (asyncio.SafeChildWatcher, asyncio.set_child_watcher)\n" + OPT_IN +
-        "assert (asyncio.SafeChildWatcher, asyncio.set_child_watcher) == before\n"
+        "before = (asyncio.SafeChildWatcher, asyncio.set_child_watcher)\n"
+        + OPT_IN
+        + "assert (asyncio.SafeChildWatcher, asyncio.set_child_watcher) == before\n"
     )
     out = run(code)
     assert out.returncode == 0, out.stderr
@@ -116,4 +117,6 @@ def test_trio_asyncio_still_needs_more_than_the_opt_in() -> None:
         pytest.skip("trio-asyncio is not installed")
     out = run(OPT_IN + "import trio_asyncio\n")
     assert out.returncode == 1
-    assert "AttributeError: module 'asyncio.events' has no attribute 'BaseDefaultEventLoopPolicy'" in out.stderr
+    assert (
+        "AttributeError: module 'asyncio.events' has no attribute 'BaseDefaultEventLoopPolicy'" in out.stderr
+    )

@@ -108,21 +108,26 @@ class AsyncioLib(Lib):
         return False
 
 
-class TrioLib(Lib):
-    name = "trio"
+class StructuredLib(Lib):
+    """trio, or anyio on either backend: cancel scopes and task groups."""
 
-    def __init__(self) -> None:
-        self.trio: Any = pytest.importorskip("trio")
+    mod: Any
+
+    def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        raise NotImplementedError
+
+    def _task_group(self) -> Any:
+        raise NotImplementedError
 
     def run(self, main: Callable[[], Awaitable[T]]) -> T:
         async def bounded() -> T:
-            with self.trio.fail_after(TIMEOUT):
+            with self.mod.fail_after(TIMEOUT):
                 return await main()
 
-        return self.trio.run(bounded)  # type: ignore[no-any-return]
+        return self._run(bounded)
 
     async def sleep(self, seconds: float) -> None:
-        await self.trio.sleep(seconds)
+        await self.mod.sleep(seconds)
 
     async def gather(self, *fns: Callable[[], Awaitable[Any]]) -> list[Any]:
         results: list[Any] = [None] * len(fns)
@@ -130,56 +135,7 @@ class TrioLib(Lib):
         async def one(i: int) -> None:
             results[i] = await fns[i]()
 
-        async with self.trio.open_nursery() as nursery:
-            for i in range(len(fns)):
-                nursery.start_soon(one, i)
-        return results
-
-    async def cancelled_after(
-        self,
-        seconds: float,
-        fn: Callable[[], Awaitable[Any]],
-        before_cancel: Callable[[], Any] = lambda: None,
-    ) -> bool:
-        scope = self.trio.CancelScope()
-
-        async def run() -> None:
-            with scope:
-                await fn()
-
-        async with self.trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            await self.trio.sleep(seconds)
-            before_cancel()
-            scope.cancel()
-        return bool(scope.cancelled_caught)
-
-
-class AnyioLib(Lib):
-    def __init__(self, backend: str) -> None:
-        self.anyio: Any = pytest.importorskip("anyio")
-        if backend == "trio":
-            pytest.importorskip("trio")
-        self.backend = backend
-        self.name = f"anyio-{backend}"
-
-    def run(self, main: Callable[[], Awaitable[T]]) -> T:
-        async def bounded() -> T:
-            with self.anyio.fail_after(TIMEOUT):
-                return await main()
-
-        return self.anyio.run(bounded, backend=self.backend)  # type: ignore[no-any-return]
-
-    async def sleep(self, seconds: float) -> None:
-        await self.anyio.sleep(seconds)
-
-    async def gather(self, *fns: Callable[[], Awaitable[Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(fns)
-
-        async def one(i: int) -> None:
-            results[i] = await fns[i]()
-
-        async with self.anyio.create_task_group() as group:
+        async with self._task_group() as group:
             for i in range(len(fns)):
                 group.start_soon(one, i)
         return results
@@ -190,18 +146,46 @@ class AnyioLib(Lib):
         fn: Callable[[], Awaitable[Any]],
         before_cancel: Callable[[], Any] = lambda: None,
     ) -> bool:
-        scope = self.anyio.CancelScope()
+        scope = self.mod.CancelScope()
 
         async def run() -> None:
             with scope:
                 await fn()
 
-        async with self.anyio.create_task_group() as group:
+        async with self._task_group() as group:
             group.start_soon(run)
-            await self.anyio.sleep(seconds)
+            await self.mod.sleep(seconds)
             before_cancel()
             scope.cancel()
         return bool(scope.cancelled_caught)
+
+
+class TrioLib(StructuredLib):
+    name = "trio"
+
+    def __init__(self) -> None:
+        self.mod = pytest.importorskip("trio")
+
+    def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return self.mod.run(fn)  # type: ignore[no-any-return]
+
+    def _task_group(self) -> Any:
+        return self.mod.open_nursery()
+
+
+class AnyioLib(StructuredLib):
+    def __init__(self, backend: str) -> None:
+        self.mod = pytest.importorskip("anyio")
+        if backend == "trio":
+            pytest.importorskip("trio")
+        self.backend = backend
+        self.name = f"anyio-{backend}"
+
+    def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return self.mod.run(fn, backend=self.backend)  # type: ignore[no-any-return]
+
+    def _task_group(self) -> Any:
+        return self.mod.create_task_group()
 
 
 def make_lib(name: str) -> Lib:

@@ -513,8 +513,10 @@ def test_signal_watchers_refuse_loops_in_other_threads_clearly(cls: Any) -> None
     async def main() -> None:
         pid = spawn_sleeper()
         try:
-            for attempt in (lambda: watcher.attach_loop(asyncio.get_running_loop()),
-                            lambda: watcher.add_child_handler(pid, Collector())):
+            for attempt in (
+                lambda: watcher.attach_loop(asyncio.get_running_loop()),
+                lambda: watcher.add_child_handler(pid, Collector()),
+            ):
                 try:
                     attempt()
                 except RuntimeError as exc:

@@ -7,11 +7,12 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from .._loop_rules import refuse_sigchld
 from .._status import peek_any
 from ._base import Entry, WatcherBase, check_loop, running_loop
+from ._sigchld import THEFT_CHECK_DELAY
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
@@ -44,6 +45,7 @@ class MultiLoopChildWatcher(WatcherBase):
         self._scanning = threading.Lock()
         self._rescan = False
         self._theft_due = False  # a SIGCHLD arrived since every pid was last checked
+        self._theft_timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = None
         # Entries registered outside any loop (a superset: claimed ones leave lazily).
         self._loopless: Dict[int, Entry] = {}
         # The last loop found to allow SIGCHLD handlers.
@@ -74,6 +76,7 @@ class MultiLoopChildWatcher(WatcherBase):
     def _after_fork_in_child(self) -> None:
         self._scanning = threading.Lock()
         self._loopless.clear()
+        self._theft_timer = None
         super()._after_fork_in_child()
 
     def _install(self) -> None:
@@ -158,9 +161,9 @@ class MultiLoopChildWatcher(WatcherBase):
 
     def _scan(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """O(1) per exit while the exits are ours.  Every pid is checked when a
-        foreign zombie hides the view, and once the view is empty after a
-        SIGCHLD: a child reaped behind our back shows only then (there is no
-        loop of ours to defer that check on)."""
+        foreign zombie hides the view, and after a SIGCHLD once the view is
+        empty (a child reaped behind our back shows only then): at once in the
+        signal handler, within THEFT_CHECK_DELAY when a loop scans."""
         while True:
             found = peek_any()
             if found is None:
@@ -182,5 +185,15 @@ class MultiLoopChildWatcher(WatcherBase):
                 self._dispatch(entry, returncode)
         if self._theft_due:
             self._theft_due = False
-            if self._entries:
-                self._check_all()
+            if not self._entries:
+                return
+            if in_loop is None:
+                self._check_all()  # the signal handler: there is no loop to defer it on
+            elif self._theft_timer is None or self._theft_timer[0].is_closed():
+                # Once per THEFT_CHECK_DELAY at most, however many bursts end meanwhile.
+                self._theft_timer = (in_loop, in_loop.call_later(THEFT_CHECK_DELAY, self._theft_check))
+
+    def _theft_check(self) -> None:
+        self._theft_timer = None
+        if not self._closed:
+            self._check_all()
