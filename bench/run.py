@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import glob
 import json
 import os
 import platform
 import random
-import re
 import shutil
 import signal
 import statistics
@@ -1383,20 +1381,13 @@ machine_line_at_start = ""
 
 
 def find_python(version: str) -> Optional[str]:
-    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    found = sorted(
-        glob.glob(f"{root}/versions/{version}.*/bin/python"),
-        key=lambda p: [int(x) for x in re.findall(r"\d+", Path(p).parent.parent.name)],
-    )
-    for candidate in found[-1:] + [p for p in [shutil.which(f"python{version}")] if p]:
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-        )
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return candidate
-    return None
+    """The interpreter compat/matrix.py would use for ``version``: pyenv first, then PATH."""
+    sys.path.insert(0, str(REPO / "compat"))
+    try:
+        from matrix import find_python as matrix_find_python
+    finally:
+        sys.path.pop(0)
+    return matrix_find_python(version)  # type: ignore[no-any-return]
 
 
 def ensure_venv(version: str) -> Path:
