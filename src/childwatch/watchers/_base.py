@@ -3,9 +3,12 @@
 Delivery rule (all watchers): a child's status is read without reaping it
 (``waitid(WNOWAIT)``), its entry is *claimed* (removed from the table under
 the lock, so exactly one thread delivers it), the callback is called, and the
-child is reaped only after the callback has returned.  An entry that is
-claimed but not yet reaped is "delivering"; registering its pid again is
-refused, because its status already went to the earlier callback.
+child is reaped only after the callback has returned -- for an asyncio
+subprocess on 3.9-3.13, only once its transport has learnt the status (see
+:meth:`WatcherBase._reap_after_transport`).  An entry that is claimed but not
+yet reaped is "delivering"; registering its pid again is refused, because its
+status already went to the earlier callback.  Scans that meet a delivering
+zombie stop there: its reap scans again (:meth:`WatcherBase._after_loop_delivery`).
 """
 
 from __future__ import annotations
@@ -285,7 +288,8 @@ class WatcherBase(AbstractChildWatcher):
         self._after_loop_delivery()
 
     def _after_loop_delivery(self) -> None:
-        """Called in the loop's thread after a handed-over delivery."""
+        """Called in a loop's thread after a handed-over delivery or a late reap:
+        the zombie just reaped may have hidden other exits from a scan."""
 
     def _deliver(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
         """Call the claimed entry's callback, then reap the child.
