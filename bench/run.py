@@ -1363,12 +1363,13 @@ def drive(args: argparse.Namespace, command: str) -> int:
         RESULTS_DIR.mkdir(exist_ok=True)
         with open(RESULTS_DIR / f"{PY}.json", "w") as fh:
             json.dump(data, fh, indent=1)
-        plot(
-            data,
-            [BENCH / f"cost_curve-{PY}.png"] + ([BENCH / "cost_curve.png"] if PY == PRIMARY_PYTHON else []),
+        plots = [BENCH / f"cost_curve-{PY}.png"] + (
+            [BENCH / "cost_curve.png"] if PY == PRIMARY_PYTHON else []
         )
+        plot(data, plots)
         write_results_md()
-        log(f"wrote {RESULTS_DIR / (PY + '.json')}, bench/cost_curve.png, bench/RESULTS.md")
+        names = ", ".join(str(p.relative_to(REPO)) for p in plots)
+        log(f"wrote {RESULTS_DIR / (PY + '.json')}, {names}, bench/RESULTS.md")
     elif args.plot:
         plot(data, [Path(args.plot)])
     return 1 if data["failed"] else 0
