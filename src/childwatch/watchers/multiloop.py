@@ -24,8 +24,11 @@ class MultiLoopChildWatcher(WatcherBase):
     the first registration, and restored by :meth:`close` (also from the main
     thread).  Children can then be registered from any thread, with or
     without a loop.  A child registered from a running loop is called back in
-    that loop's thread; one registered outside any loop, in the main thread's
-    signal handler (or the registering thread if it had already exited).  Python runs
+    that loop's thread; one registered outside any loop, in whichever thread
+    finds its exit: the main thread's signal handler, a loop's thread scanning
+    after a delivery there, or the registering thread if it had already
+    exited (such a callback must be thread-safe and must not wait for locks
+    the main thread may hold).  Python runs
     signal handlers only in the main thread, between bytecodes: while the
     main thread is blocked in C code that a signal does not interrupt (a
     signal delivered to another thread interrupts nothing in the main
