@@ -460,6 +460,39 @@ def test_works_without_any_loop(cls: Any) -> None:
         watcher.close()
 
 
+def test_pidfd_frees_a_closed_loops_fds_at_the_next_registration(loop_name: str) -> None:
+    """Pidfd keeps one epoll per loop it serves.  Once that loop is closed with a
+    child still registered, registering the child again from another loop
+    closes the old pidfd and the old loop's epoll: the fds open then are the
+    same number as before (the new loop's epoll and pidfd replace them)."""
+    watcher = childwatch.PidfdChildWatcher()
+    sleeper = spawn_sleeper()
+    counts: List[int] = []
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def in_a() -> None:
+        watcher.add_child_handler(sleeper, Collector())
+
+    async def in_b() -> None:
+        got = Collector()
+        counts.append(open_fds())  # with loop A's epoll and the child's first pidfd still open
+        watcher.add_child_handler(sleeper, got)
+        counts.append(open_fds())
+        os.kill(sleeper, signal.SIGKILL)
+        assert await got.wait(1) == {sleeper: -signal.SIGKILL}
+
+    try:
+        run(loop_name, in_a)
+        run(loop_name, in_b)
+        assert counts[1] == counts[0], f"fds open before/after registering from loop B: {counts}"
+        assert len(watcher._pollers) == 1  # B's, closed too, until the watcher is closed
+    finally:
+        watcher.close()
+    assert not watcher._pollers
+
+
 @pytest.mark.parametrize(
     "cls", [childwatch.ThreadedChildWatcher, childwatch.MultiLoopChildWatcher, childwatch.PidfdChildWatcher]
 )
