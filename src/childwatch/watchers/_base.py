@@ -61,19 +61,10 @@ _STDLIB_SCHEDULES_EXIT = sys.version_info < (3, 14)
 """On 3.9-3.13 the stdlib loop's ``_child_watcher_callback`` only *schedules*
 ``transport._process_exited()``; on 3.14+ it calls it at once."""
 
-
-def transport_loop(callback: ChildCallback) -> Optional[asyncio.AbstractEventLoop]:
-    """The loop of an asyncio subprocess transport that ``callback`` only
-    schedules the news for (3.9-3.13), else None.
-
-    Until that loop runs ``transport._process_exited()``, the transport does not
-    know that its child exited: a ``kill()`` then still signals the pid (3.13.0
-    without any check), so the pid must not be released before.
-    """
-    if not _STDLIB_SCHEDULES_EXIT or getattr(callback, "__name__", None) != "_child_watcher_callback":
-        return None
-    loop = getattr(callback, "__self__", None)
-    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+THEFT_CHECK_DELAY = 0.05
+"""Seconds after a SIGCHLD before every registered pid is checked once, to
+catch children reaped behind the watcher's back (at most one such O(n) check
+per delay, however many signals arrive)."""
 
 
 def check_pid(pid: object) -> int:
@@ -137,6 +128,8 @@ class WatcherBase(AbstractChildWatcher):
         self._delivering: Dict[int, Optional[asyncio.AbstractEventLoop]] = {}
         # Of those, the ones whose callback ran and whose reap is queued on that loop.
         self._reap_queued: Set[int] = set()
+        # The pending check for children reaped behind our back: (its loop, its timer).
+        self._theft_timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = None
         self._closed = False
         _live_watchers.add(self)
 
@@ -149,6 +142,7 @@ class WatcherBase(AbstractChildWatcher):
         self._entries.clear()
         self._delivering.clear()
         self._reap_queued.clear()
+        self._theft_timer = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._entries)} children"
@@ -326,11 +320,15 @@ class WatcherBase(AbstractChildWatcher):
     def _reap_after_transport(self, entry: Entry) -> bool:
         """For an asyncio subprocess (3.9-3.13), reap the child only after its
         transport has learnt the status: the reap is queued behind the
-        ``_process_exited()`` the callback just queued on the same loop.  The
-        child stays "delivering" meanwhile.  False if there is no such loop
-        (or it is closed): reap now."""
-        loop = transport_loop(entry.callback)
-        if loop is None:
+        ``_process_exited()`` the callback (the loop's ``_child_watcher_callback``)
+        just queued on the same loop.  Until then a ``kill()`` still signals the
+        pid (3.13.0 without any check), so it must not be released.  The child
+        stays "delivering" meanwhile.  False if the callback is not such a loop's
+        (or the loop is closed): reap now."""
+        if getattr(entry.callback, "__name__", None) != "_child_watcher_callback":
+            return False
+        loop = getattr(entry.callback, "__self__", None)
+        if not isinstance(loop, asyncio.AbstractEventLoop):
             return False
         with self._lock:
             self._delivering[entry.pid] = loop
@@ -410,11 +408,29 @@ class WatcherBase(AbstractChildWatcher):
             self._dispatch(entry, returncode)
 
     def _check_all(self) -> None:
-        """Check every registered pid: O(n)."""
+        """Check every registered pid: O(registered children)."""
         with self._lock:
             pids = list(self._entries)
         for pid in pids:
             self._check(pid)
+
+    def _schedule_theft_check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Check every registered pid on ``loop`` within :data:`THEFT_CHECK_DELAY`,
+        unless such a check is pending already."""
+        timer = self._theft_timer
+        if timer is None or timer[0].is_closed():
+            self._theft_timer = (loop, loop.call_later(THEFT_CHECK_DELAY, self._theft_check_now))
+
+    def _cancel_theft_check(self) -> None:
+        """Drop the pending check (call it in its loop's thread)."""
+        timer, self._theft_timer = self._theft_timer, None
+        if timer is not None:
+            timer[1].cancel()
+
+    def _theft_check_now(self) -> None:
+        self._theft_timer = None
+        if not self._closed:
+            self._check_all()
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
         message = f"exception in child watcher callback {entry.callback!r} for pid {entry.pid}"

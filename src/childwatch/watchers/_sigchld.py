@@ -11,11 +11,6 @@ from typing import Any, Callable, Optional
 from .._loop_rules import refuse_sigchld
 from ._base import Entry, WatcherBase, check_loop, running_loop
 
-THEFT_CHECK_DELAY = 0.05
-"""Seconds after a SIGCHLD before every registered pid is checked once, to
-catch children reaped behind the watcher's back (at most one such O(n) check
-per delay, however many signals arrive)."""
-
 
 def _is_foreign(handler: Any) -> bool:
     """True for a Python handler that is not an event loop's own signal machinery
@@ -39,7 +34,6 @@ class LoopSigchldWatcher(WatcherBase):
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._theft_check: Optional[asyncio.TimerHandle] = None
         self._previous: Optional[Callable[[int, Optional[FrameType]], Any]] = None
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
@@ -76,9 +70,7 @@ class LoopSigchldWatcher(WatcherBase):
 
     def _detach(self) -> None:
         loop, self._loop = self._loop, None
-        if self._theft_check is not None:
-            self._theft_check.cancel()
-            self._theft_check = None
+        self._cancel_theft_check()
         if loop is not None and not loop.is_closed():
             # The loop's removal resets SIGCHLD to SIG_DFL: put back a Python
             # handler installed after ours, or else the one ours replaced.
@@ -119,18 +111,10 @@ class LoopSigchldWatcher(WatcherBase):
         if self._closed:
             return
         self._scan()
-        if self._entries:
-            self._schedule_theft_check()
+        if self._entries and self._loop is not None:
+            self._schedule_theft_check(self._loop)
         if self._previous is not None:
             self._previous(signal.SIGCHLD, None)  # the Python handler ours replaced
-
-    def _schedule_theft_check(self) -> None:
-        if self._theft_check is None and self._loop is not None:
-            self._theft_check = self._loop.call_later(THEFT_CHECK_DELAY, self._theft_check_now)
-
-    def _theft_check_now(self) -> None:
-        self._theft_check = None
-        self._check_all()
 
     def _after_loop_delivery(self) -> None:
         # A child reaped late (after its asyncio transport learnt the status)

@@ -7,12 +7,11 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from .._loop_rules import refuse_sigchld
 from .._status import peek_any
 from ._base import Entry, WatcherBase, check_loop, running_loop
-from ._sigchld import THEFT_CHECK_DELAY
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
@@ -48,7 +47,6 @@ class MultiLoopChildWatcher(WatcherBase):
         self._scanning = threading.Lock()
         self._rescan = False
         self._theft_due = False  # a SIGCHLD arrived since every pid was last checked
-        self._theft_timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = None
         # Entries registered outside any loop (a superset: claimed ones leave lazily).
         self._loopless: Dict[int, Entry] = {}
         # The last loop found to allow SIGCHLD handlers.
@@ -79,7 +77,6 @@ class MultiLoopChildWatcher(WatcherBase):
     def _after_fork_in_child(self) -> None:
         self._scanning = threading.Lock()
         self._loopless.clear()
-        self._theft_timer = None
         super()._after_fork_in_child()
 
     def _install(self) -> None:
@@ -192,11 +189,5 @@ class MultiLoopChildWatcher(WatcherBase):
                 return
             if in_loop is None:
                 self._check_all()  # the signal handler: there is no loop to defer it on
-            elif self._theft_timer is None or self._theft_timer[0].is_closed():
-                # Once per THEFT_CHECK_DELAY at most, however many bursts end meanwhile.
-                self._theft_timer = (in_loop, in_loop.call_later(THEFT_CHECK_DELAY, self._theft_check))
-
-    def _theft_check(self) -> None:
-        self._theft_timer = None
-        if not self._closed:
-            self._check_all()
+            else:
+                self._schedule_theft_check(in_loop)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from ._base import Entry, WatcherBase, check_loop, running_loop
 
@@ -26,6 +26,18 @@ class _Poller:
         self.loop = loop
         self.epoll = select.epoll()
         self.by_fd: Dict[int, Entry] = {}
+
+
+def _in_loop_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[_Poller], None], poller: _Poller) -> None:
+    """``fn(poller)`` now if no other thread runs ``loop`` (its reader list is
+    then ours to change), else in the loop's thread."""
+    if loop.is_closed() or loop is running_loop() or not loop.is_running():
+        fn(poller)
+        return
+    try:
+        loop.call_soon_threadsafe(fn, poller)
+    except RuntimeError:  # the loop closed meanwhile
+        fn(poller)
 
 
 class PidfdChildWatcher(WatcherBase):
@@ -86,10 +98,7 @@ class PidfdChildWatcher(WatcherBase):
             self._drop_poller(self._pollers.pop(closed))
         poller = _Poller(loop)
         try:
-            if loop is running_loop() or not loop.is_running():
-                loop.add_reader(poller.epoll.fileno(), self._on_ready, poller)
-            else:  # the loop runs in another thread: its reader list is its own
-                loop.call_soon_threadsafe(self._arm, poller)
+            _in_loop_thread(loop, self._arm, poller)
         except BaseException:
             poller.epoll.close()
             raise
@@ -111,17 +120,16 @@ class PidfdChildWatcher(WatcherBase):
                 entry = poller.by_fd.pop(fd, None)
             if entry is None:
                 continue  # removed meanwhile: its fd is closed by whoever popped it
+            kept = False
             try:
-                exited = self._check(entry.pid, entry, fd)  # the status is read through the pidfd
-            except BaseException:
-                os.close(fd)
-                raise
-            if not exited:
-                with self._lock:  # readable, yet no exit to see: keep watching
-                    if self._entries.get(entry.pid) is entry and not poller.epoll.closed:
-                        poller.by_fd[fd] = entry
-                        continue
-            os.close(fd)
+                if not self._check(entry.pid, entry, fd):  # the status is read through the pidfd
+                    with self._lock:  # readable, yet no exit to see: keep watching
+                        kept = self._entries.get(entry.pid) is entry and not poller.epoll.closed
+                        if kept:
+                            poller.by_fd[fd] = entry
+            finally:
+                if not kept:
+                    os.close(fd)
 
     def _stale(self, entry: Entry) -> bool:
         handle: Optional[Tuple[_Poller, int]] = entry.handle
@@ -152,14 +160,7 @@ class PidfdChildWatcher(WatcherBase):
             poller.by_fd.clear()
         for fd in fds:
             os.close(fd)
-        loop = poller.loop
-        if loop.is_closed() or loop is running_loop() or not loop.is_running():
-            self._disarm(poller)
-        else:
-            try:
-                loop.call_soon_threadsafe(self._disarm, poller)
-            except RuntimeError:  # the loop closed meanwhile
-                self._disarm(poller)
+        _in_loop_thread(poller.loop, self._disarm, poller)
 
     def _disarm(self, poller: _Poller) -> None:
         if poller.epoll.closed:

@@ -60,11 +60,10 @@ class ThreadedChildWatcher(WatcherBase):
         if fd is None:
             threading.Thread(
                 target=self._wait_one, args=(entry,), name=f"childwatch-waitpid-{entry.pid}", daemon=True
-            ).start()
-            self._entries[entry.pid] = entry
-        else:
-            entry.handle = fd
-            self._entries[entry.pid] = entry
+            ).start()  # its _check waits for our lock, held until the entry is in the table
+        entry.handle = fd
+        self._entries[entry.pid] = entry
+        if fd is not None:
             self._queue(True, entry)
 
     def _unwatch(self, entry: Entry) -> None:
