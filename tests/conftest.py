@@ -190,7 +190,7 @@ def installed(loop_name: str) -> bool:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise ``loop_name`` × ``watcher_cls``: every installed loop, every watcher
-    it supports (SIGCHLD watchers are refused on uvloop: test_uvloop_refuses_sigchld)."""
+    it supports (SIGCHLD watchers are refused on uvloop: test_watchers.py::test_uvloop_refuses_sigchld_watchers)."""
     names = set(metafunc.fixturenames)
     loops = [name for name in LOOP_NAMES if installed(name)]
     cls_id = [cls.__name__ for cls in WATCHERS]

@@ -513,24 +513,6 @@ def test_stress(loop_name: str, watcher_cls: Any, monkeypatch: pytest.MonkeyPatc
     check(stress(loop_name, watcher_cls, monkeypatch, SEED), watcher_cls)
 
 
-def test_sigchld_watchers_are_refused_on_uvloop() -> None:
-    """The pairs test_stress skips are skipped for a reason: the loop refuses them."""
-    uvloop = pytest.importorskip("uvloop")
-    loop = uvloop.new_event_loop()
-    try:
-        for cls in (
-            childwatch.SafeChildWatcher,
-            childwatch.FastChildWatcher,
-            childwatch.MultiLoopChildWatcher,
-        ):
-            watcher = cls()
-            with pytest.raises(childwatch.UnsupportedLoopError):
-                watcher.attach_loop(loop)
-            watcher.close()
-    finally:
-        loop.close()
-
-
 @pytest.mark.parametrize("cls", [childwatch.ThreadedChildWatcher, childwatch.MultiLoopChildWatcher])
 def test_stress_without_any_loop(cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Threaded and MultiLoop need no loop: registrations from bare threads only,
