@@ -4,6 +4,11 @@
 #   bash compat/sid.sh 3.14 CMD [ARGS...]   # run CMD in /src (= this repo)
 #   bash compat/sid.sh --teardown           # unmount everything (keeps chroot)
 #
+# Each run mounts /proc, /dev and /src (this checkout) in a private mount
+# namespace of its own (unshare -m): the mounts vanish when CMD exits, and
+# checkouts sharing one chroot (worktrees, CI clones) never see each other's
+# /src.  --teardown removes mounts left in the host namespace by older runs.
+#
 # Env: CHILDWATCH_SID_ROOT   chroot dir (default /var/tmp/childwatch-sid)
 #      CHILDWATCH_SID_PIP    args for "pip install" run in the venv first,
 #                            e.g. "-e /src[test]" or "pytest uvloop"
@@ -111,9 +116,9 @@ in_chroot() { chroot "$ROOT" /usr/bin/env -i -C /src "${ENVV[@]}" "$@"; }
 [[ $# -ge 1 ]] || usage
 [[ $EUID -eq 0 ]] || die "must run as root (chroot/mount/debootstrap need it); try: sudo bash $0 $*"
 
-exec 9>"$LOCK"
-flock 9
 if [[ $1 == --teardown ]]; then
+    exec 9>"$LOCK"
+    flock 9
     teardown
     log "unmounted everything under $ROOT (chroot kept)"
     exit 0
@@ -123,16 +128,27 @@ VERSION=$1; shift
 [[ " $VERSIONS " == *" $VERSION "* ]] || die "unsupported Python version '$VERSION' (supported: $VERSIONS)"
 [[ $# -ge 1 ]] || usage
 
+# Go on in a private mount namespace (see the header); the marker is not
+# passed into the chroot (build_env keeps only the names it lists).
+if [[ -z ${_SID_SH_PRIVATE_NS:-} ]]; then
+    command -v unshare >/dev/null || die "unshare (util-linux) is required"
+    _SID_SH_PRIVATE_NS=1 exec unshare --mount --propagation private -- "$BASH" "${BASH_SOURCE[0]}" "$VERSION" "$@"
+fi
+
+exec 9>"$LOCK"
+flock 9
+
 [[ -f "$STAMP" ]] || provision
 sync_config
 mount_once "$ROOT/proc" -t proc proc
 mount_once "$ROOT/dev" --bind /dev
 mount_once "$ROOT/dev/pts" --bind /dev/pts
 mount_once "$ROOT/dev/shm" --bind /dev/shm   # POSIX semaphores (multiprocessing)
+# A /src inherited from the host namespace (an older run's, maybe another
+# checkout's) is unmounted here only: the host keeps it.
+while mountpoint -q "$ROOT/src"; do umount -l "$ROOT/src"; done
 mount_once "$ROOT/src" --bind "$REPO"
-# /src may already be bound to another checkout (another worktree's call).
-[[ $(stat -c %d:%i "$ROOT/src") == "$(stat -c %d:%i "$REPO")" ]] \
-    || die "$ROOT/src is bound to another checkout; run --teardown first or set CHILDWATCH_SID_ROOT"
+[[ $(stat -c %d:%i "$ROOT/src") == "$(stat -c %d:%i "$REPO")" ]] || die "could not bind $REPO to $ROOT/src"
 
 build_env
 VENV="$ROOT/opt/venv-$VERSION"
