@@ -680,7 +680,7 @@ class Plan:
             self.live = 1000
             self.e2e_n = 300
         else:
-            self.repeats = repeats or 3
+            self.repeats = repeats or 5
             self.levels = [0, 100, 1000, 3000]
             self.n = {0: 2000, 100: 1000, 1000: 2000, 3000: 1000}
             self.latency = 200
@@ -843,6 +843,22 @@ class Figures:
         va, vb = self.lat(a, key), self.lat(b, key)
         return None if va is None or not vb else va / vb
 
+    def lat_ratios(self, a: str, b: str, key: str) -> List[float]:
+        """The ratio of ``key`` (p50/p99) within each repeat (for the spread)."""
+        p = {"p50": 50, "p99": 99}[key]
+
+        def per_repeat(name: str) -> List[Optional[float]]:
+            runs = self.d["latency"].get(name, [])
+            return [_pct(sorted(r["samples"]), p) if r.get("samples") else r.get(key) for r in runs]
+
+        return _pairs(per_repeat(a), per_repeat(b), lambda x, y: x / y)
+
+    def churn_ratios(self, a: str, la: int, b: str, lb: int) -> List[float]:
+        return _pairs(self.rates(a, la), self.rates(b, lb), lambda x, y: x / y)
+
+    def e2e_ratios(self, a: str, b: str) -> List[float]:
+        return _pairs(self.d["e2e"].get(a, []), self.d["e2e"].get(b, []), lambda x, y: x / y)
+
     def e2e(self, name: str) -> Optional[float]:
         return _median(self.d["e2e"].get(name, []))
 
@@ -859,9 +875,17 @@ def _median(values: List[float]) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
+def _pairs(a: List[Any], b: List[Any], f: Callable[[float, float], float]) -> List[float]:
+    return [f(x, y) for x, y in zip(a, b) if x is not None and y]
+
+
 def _paired(a: List[Any], b: List[Any], f: Callable[[float, float], float]) -> Optional[float]:
-    pairs = [f(x, y) for x, y in zip(a, b) if x is not None and y]
-    return _median(pairs)
+    return _median(_pairs(a, b, f))
+
+
+def spread(values: List[float]) -> str:
+    """``min–max`` of per-repeat ratios, or "—" with fewer than two."""
+    return f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else "—"
 
 
 def fmt(v: Optional[float], spec: str = ".2f", suffix: str = "") -> str:
@@ -996,16 +1020,21 @@ def tables(data: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def targets(data: Dict[str, Any]) -> Tuple[str, List[Tuple[str, Optional[bool], str]]]:
+def targets(data: Dict[str, Any]) -> str:
+    """The issue's targets, each judged on its median figure; "repeats" is the
+    range of that figure over the repeats (one repeat's ratio each), to show
+    which verdicts the run-to-run spread could flip."""
     f = Figures(data)
     meta = data["meta"]
     dflt = "cw:" + meta["default"]
     std = any(n.startswith("std:") for n in meta["watchers"])
     top = 1000 if 1000 in meta["levels"] else meta["levels"][-1]
-    rows: List[Tuple[str, Optional[bool], str]] = []
+    rows: List[Tuple[str, Optional[bool], str, str]] = []
 
-    def check(what: str, value: Optional[float], ok: Callable[[float], bool], show: str) -> None:
-        rows.append((what, None if value is None else ok(value), show))
+    def check(
+        what: str, value: Optional[float], ok: Callable[[float], bool], show: str, per_repeat: List[float]
+    ) -> None:
+        rows.append((what, None if value is None else ok(value), show, spread(per_repeat)))
 
     def cpu_note(a: str, la: int, b: str, lb: int) -> str:
         c = f.cpu_ratio(a, la, b, lb)
@@ -1017,6 +1046,7 @@ def targets(data: Dict[str, Any]) -> Tuple[str, List[Tuple[str, Optional[bool], 
         v,
         lambda x: x >= 0.9,
         f"{fmt(v)}× raw" + cpu_note(dflt, 0, "raw", 0),
+        f.churn_ratios(dflt, 0, "raw", 0),
     )
     if std:
         ratios = [(x, k) for k in KINDS for x in [f.churn_ratio(dflt, 0, "std:" + k, 0)] if x is not None]
@@ -1028,9 +1058,16 @@ def targets(data: Dict[str, Any]) -> Tuple[str, List[Tuple[str, Optional[bool], 
                 lambda x: x >= 1.0,
                 f"{worst[0]:.2f}× asyncio {worst[1]}, the best asyncio watcher here"
                 + cpu_note(dflt, 0, "std:" + worst[1], 0),
+                f.churn_ratios(dflt, 0, "std:" + worst[1], 0),
             )
     v = f.churn_ratio(dflt, top, dflt, 0)
-    check(f"default churn with {top} idle ≥ 0.9× its idle-free rate", v, lambda x: x >= 0.9, f"{fmt(v)}×")
+    check(
+        f"default churn with {top} idle ≥ 0.9× its idle-free rate",
+        v,
+        lambda x: x >= 0.9,
+        f"{fmt(v)}×",
+        f.churn_ratios(dflt, top, dflt, 0),
+    )
     if std:
         v = f.lat_ratio(dflt, "std:Pidfd", "p99")
         check(
@@ -1039,6 +1076,7 @@ def targets(data: Dict[str, Any]) -> Tuple[str, List[Tuple[str, Optional[bool], 
             lambda x: x <= 1.0,
             f"{fmt(v)}× ({fmt((f.lat(dflt, 'p99') or 0) * 1e6, '.0f')} vs "
             f"{fmt((f.lat('std:Pidfd', 'p99') or 0) * 1e6, '.0f')} µs)",
+            f.lat_ratios(dflt, "std:Pidfd", "p99"),
         )
         for k in KINDS:
             v = f.churn_ratio("cw:" + k, 0, "std:" + k, 0)
@@ -1047,18 +1085,27 @@ def targets(data: Dict[str, Any]) -> Tuple[str, List[Tuple[str, Optional[bool], 
                 v,
                 lambda x: x >= 0.95,
                 f"{fmt(v)}×" + cpu_note("cw:" + k, 0, "std:" + k, 0),
+                f.churn_ratios("cw:" + k, 0, "std:" + k, 0),
             )
             v50 = f.lat_ratio("cw:" + k, "std:" + k, "p50")
             v99 = f.lat_ratio("cw:" + k, "std:" + k, "p99")
             worst_lat = None if v50 is None or v99 is None else max(v50, v99)
+            worse = "p50" if worst_lat == v50 else "p99"
             check(
                 f"{k}: latency no worse than asyncio {k}",
                 worst_lat,
                 lambda x: x <= 1.0,
-                f"p50 {fmt(v50)}×, p99 {fmt(v99)}×",
+                f"p50 {fmt(v50)}×, p99 {fmt(v99)}× (repeats: {worse})",
+                f.lat_ratios("cw:" + k, "std:" + k, worse),
             )
     v = f.churn_ratio("cw:Safe", top, "cw:Safe", 0)
-    check(f"Safe churn with {top} idle ≥ 0.85× its idle-free rate", v, lambda x: x >= 0.85, f"{fmt(v)}×")
+    check(
+        f"Safe churn with {top} idle ≥ 0.85× its idle-free rate",
+        v,
+        lambda x: x >= 0.85,
+        f"{fmt(v)}×",
+        f.churn_ratios("cw:Safe", top, "cw:Safe", 0),
+    )
     m = data["memory"].get("cw:Threaded")
     live = meta["live"]
     if m is not None:
@@ -1068,6 +1115,7 @@ def targets(data: Dict[str, Any]) -> Tuple[str, List[Tuple[str, Optional[bool], 
                 m["threads_added"] < live,
                 f"{m['threads']} threads in all ({m['threads_added']:+d}), "
                 f"{m['bytes_per_child']:.0f} B RSS and {m['fds_added'] / live:.2f} fd per idle child",
+                "—",
             )
         )
     if meta["python"] in ("3.9", "3.10", "3.11"):
@@ -1077,12 +1125,13 @@ def targets(data: Dict[str, Any]) -> Tuple[str, List[Tuple[str, Optional[bool], 
             v,
             lambda x: x >= 1.3,
             f"{fmt(v)}×",
+            f.e2e_ratios("asyncio:childwatch", "asyncio:default"),
         )
-    text = ["| target | met? | figure |", "|---|---|---|"]
-    for what, ok, show in rows:
+    text = ["| target | met? | figure (median) | repeats (min–max) |", "|---|---|---|---|"]
+    for what, ok, show, per_repeat in rows:
         mark = "—" if ok is None else ("met" if ok else "**MISSED**")
-        text.append(f"| {what} | {mark} | {show} |")
-    return "\n".join(text), rows
+        text.append(f"| {what} | {mark} | {show} | {per_repeat} |")
+    return "\n".join(text)
 
 
 def plot(data: Dict[str, Any], paths: List[Path]) -> bool:
@@ -1158,7 +1207,7 @@ def plot(data: Dict[str, Any], paths: List[Path]) -> bool:
 
 def render_run(data: Dict[str, Any]) -> str:
     meta = data["meta"]
-    table, _ = targets(data)
+    table = targets(data)
     lines = [
         f"## Python {meta['python']} — {meta['date']}",
         "",
@@ -1217,7 +1266,9 @@ def write_results_md() -> None:
         "",
         "The first run makes `bench/.venv-X.Y` (childwatch editable + uvloop, trio, anyio,",
         "matplotlib); every measurement runs in a fresh worker process; cells run in a shuffled",
-        "order, three repeats, and every ratio is taken within one repeat.  Only compare ratios",
+        "order, five repeats (three in runs before 2026-11-25 03:00), and every ratio is taken",
+        "within one repeat; each target is judged on the median, and its row shows the range",
+        "over the repeats, which tells a real miss from one the spread can flip.  Only compare ratios",
         "of one run: the machine is shared, and other work on it shows in the load line of each",
         "run.  `raw` is a blocking `os.wait()` loop, the practical limit.  Churn children are",
         "`/bin/true` started with `os.posix_spawn`, each callback starting the next one (the",
@@ -1420,7 +1471,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", help="X.Y: run on that Python (pyenv or PATH); default: this one")
     parser.add_argument("--quick", action="store_true", help="short smoke run; writes nothing")
-    parser.add_argument("--repeats", type=int, help="repeats per cell (default 3; --quick 1)")
+    parser.add_argument("--repeats", type=int, help="repeats per cell (default 5; --quick 1)")
     parser.add_argument(
         "--tasks",
         default="curve,latency,memory,e2e",
