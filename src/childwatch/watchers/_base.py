@@ -334,7 +334,10 @@ class WatcherBase(AbstractChildWatcher):
             self._delivering[entry.pid] = loop
             self._reap_queued.add(entry.pid)
         try:
-            loop.call_soon_threadsafe(self._reap_deferred, entry.pid)
+            if loop is running_loop():  # no wake-up needed: queued behind _process_exited()
+                loop.call_soon(self._reap_deferred, entry.pid)
+            else:
+                loop.call_soon_threadsafe(self._reap_deferred, entry.pid)
         except RuntimeError:  # the loop is closed: nobody will learn more
             with self._lock:
                 self._reap_queued.discard(entry.pid)
