@@ -963,6 +963,72 @@ def test_stopped_and_continued_child_is_not_an_exit(loop_name: str, watcher_cls:
 KILL_RACE_PROCESSES = 1000 if os.environ.get("CHILDWATCH_STRESS", "").lower() == "long" else 150
 
 
+def run_on_stdlib_loop_with(watcher: Any, main: Callable[[], Any]) -> None:
+    """Run ``main()`` (within 120 s) on a new stdlib loop whose subprocesses
+    ``watcher`` reaps (the policy's watcher on 3.9-3.13, the loop's own on 3.14+)."""
+    if NEW_STDLIB:
+        loop = asyncio.new_event_loop()
+        try:
+            loop._watcher = watcher  # type: ignore[attr-defined]
+            loop.run_until_complete(asyncio.wait_for(main(), 120))
+        finally:
+            loop.close()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_child_watcher(watcher)  # type: ignore[attr-defined]
+    try:
+        asyncio.run(asyncio.wait_for(main(), 120))
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_child_watcher(None)  # type: ignore[attr-defined]
+
+
+def test_asyncio_transport_learns_the_status_before_the_reap(
+    watcher_cls: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "No pid-reuse window": an asyncio subprocess's child is still an
+    unreaped zombie when its transport's ``_process_exited()`` runs (3.10 and
+    3.11 reach it two loop iterations after the watcher's callback, 3.9, 3.12
+    and 3.13 one, 3.14+ inside it), so ``kill()`` meanwhile reaches the zombie."""
+    from asyncio import base_subprocess
+
+    original = base_subprocess.BaseSubprocessTransport._process_exited
+    seen = {"zombie": 0, "alive": 0, "reaped": 0}
+
+    def spy(transport: Any, returncode: int) -> None:
+        try:
+            result = os.waitid(os.P_PID, transport.get_pid(), os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            seen["zombie" if result is not None and result.si_pid else "alive"] += 1
+        except ChildProcessError:
+            seen["reaped"] += 1
+        original(transport, returncode)
+
+    monkeypatch.setattr(base_subprocess.BaseSubprocessTransport, "_process_exited", spy)
+    codes = list(range(0, 256, 9))
+
+    async def main() -> List[int]:
+        async def one(code: int) -> int:
+            proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {code}")
+            return await proc.wait()
+
+        return list(await asyncio.gather(*(one(code) for code in codes)))
+
+    results: List[List[int]] = []
+    watcher = watcher_cls()
+    try:
+        run_on_stdlib_loop_with(watcher, lambda: _collect(main(), results))
+    finally:
+        watcher.close()
+    assert results == [codes]
+    assert seen == {"zombie": len(codes), "alive": 0, "reaped": 0}
+
+
+async def _collect(coro: Any, into: List[Any]) -> None:
+    into.append(await coro)
+
+
 @functools.cache
 def kill_race(watcher_name: str) -> Dict[str, Any]:
     """Run asyncio subprocesses on the stdlib loop driven by the watcher, each
@@ -1026,23 +1092,7 @@ def kill_race(watcher_name: str) -> Dict[str, Any]:
     logging.getLogger("childwatch").addHandler(handler)
     os.kill = guarded_kill  # type: ignore[assignment]
     try:
-        if NEW_STDLIB:
-            loop = asyncio.new_event_loop()
-            try:
-                loop._watcher = watcher  # type: ignore[attr-defined]
-                loop.run_until_complete(asyncio.wait_for(main(), 120))
-            finally:
-                loop.close()
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                asyncio.set_child_watcher(watcher)  # type: ignore[attr-defined]
-            try:
-                asyncio.run(asyncio.wait_for(main(), 120))
-            finally:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    asyncio.set_child_watcher(None)  # type: ignore[attr-defined]
+        run_on_stdlib_loop_with(watcher, main)
     finally:
         os.kill = real_kill  # type: ignore[assignment]
         logging.getLogger("childwatch").removeHandler(handler)

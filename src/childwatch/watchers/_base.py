@@ -61,6 +61,12 @@ _STDLIB_SCHEDULES_EXIT = sys.version_info < (3, 14)
 """On 3.9-3.13 the stdlib loop's ``_child_watcher_callback`` only *schedules*
 ``transport._process_exited()``; on 3.14+ it calls it at once."""
 
+_REAP_WAIT_ITERATIONS = 4
+"""How many loop iterations a deferred reap waits at most for the transport's
+``_process_exited()`` (which the stdlib runs one or two iterations after the
+watcher's callback): a bound, so that a transport that never learns (a
+stdlib change) cannot keep a zombie forever."""
+
 THEFT_CHECK_DELAY = 0.05
 """Seconds after a SIGCHLD before every registered pid is checked once, to
 catch children reaped behind the watcher's back (at most one such O(n) check
@@ -319,32 +325,42 @@ class WatcherBase(AbstractChildWatcher):
 
     def _reap_after_transport(self, entry: Entry) -> bool:
         """For an asyncio subprocess (3.9-3.13), reap the child only after its
-        transport has learnt the status: the reap is queued behind the
-        ``_process_exited()`` the callback (the loop's ``_child_watcher_callback``)
-        just queued on the same loop.  Until then a ``kill()`` still signals the
-        pid (3.13.0 without any check), so it must not be released.  The child
-        stays "delivering" meanwhile.  False if the callback is not such a loop's
-        (or the loop is closed): reap now."""
+        transport has learnt the status.  The loop's ``_child_watcher_callback``
+        only schedules ``transport._process_exited()``: one loop iteration later
+        on 3.9, 3.12 and 3.13, two on 3.10 and 3.11.  Until it has run, a
+        ``kill()`` still signals the pid (3.13.0 without any check), so it must
+        not be released: the reap is queued on the same loop and waits there
+        (:meth:`_reap_deferred`).  The child stays "delivering" meanwhile.
+        False if the callback is not such a loop's (or the loop is closed):
+        reap now."""
         if getattr(entry.callback, "__name__", None) != "_child_watcher_callback":
             return False
         loop = getattr(entry.callback, "__self__", None)
-        if not isinstance(loop, asyncio.AbstractEventLoop):
+        transport = entry.args[0] if len(entry.args) == 1 else None
+        if not isinstance(loop, asyncio.AbstractEventLoop) or not isinstance(
+            transport, asyncio.SubprocessTransport
+        ):
             return False
         with self._lock:
             self._delivering[entry.pid] = loop
             self._reap_queued.add(entry.pid)
         try:
-            if loop is running_loop():  # no wake-up needed: queued behind _process_exited()
-                loop.call_soon(self._reap_deferred, entry.pid)
+            if loop is running_loop():  # no wake-up needed: the loop runs its queue next
+                loop.call_soon(self._reap_deferred, entry.pid, transport, _REAP_WAIT_ITERATIONS)
             else:
-                loop.call_soon_threadsafe(self._reap_deferred, entry.pid)
+                loop.call_soon_threadsafe(self._reap_deferred, entry.pid, transport, _REAP_WAIT_ITERATIONS)
         except RuntimeError:  # the loop is closed: nobody will learn more
             with self._lock:
                 self._reap_queued.discard(entry.pid)
             return False
         return True
 
-    def _reap_deferred(self, pid: int) -> None:
+    def _reap_deferred(self, pid: int, transport: asyncio.SubprocessTransport, iterations_left: int) -> None:
+        """In the transport's loop: reap once the transport knows the returncode
+        (or after :data:`_REAP_WAIT_ITERATIONS` loop iterations, whatever happens)."""
+        if transport.get_returncode() is None and iterations_left > 0:
+            asyncio.get_running_loop().call_soon(self._reap_deferred, pid, transport, iterations_left - 1)
+            return
         with self._lock:
             if pid not in self._reap_queued:
                 return  # a scan reaped it, its loop being closed
