@@ -69,18 +69,14 @@ def _bare(n: int, close_late: bool) -> Tuple[float, float]:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         epoll = select.epoll()
-        pids: Dict[int, int] = {}
         count = {"started": 0, "finished": 0}
 
         def start() -> None:
             count["started"] += 1
-            fd = os.pidfd_open(_spawn())
-            pids[fd] = 0
-            epoll.register(fd, select.EPOLLIN)
+            epoll.register(os.pidfd_open(_spawn()), select.EPOLLIN)
 
         def ready() -> None:
             for fd, _ in epoll.poll(0):
-                del pids[fd]
                 os.waitid(os.P_PIDFD, fd, os.WEXITED)
                 if not close_late:
                     os.close(fd)

@@ -824,11 +824,11 @@ class Figures:
         return _median([x for x in self.cpus(name, level) if x is not None])
 
     def cpu_ratio(self, a: str, la: int, b: str, lb: int) -> Optional[float]:
-        return _paired(self.cpus(a, la), self.cpus(b, lb), lambda x, y: x / y)
+        return _median(_ratios(self.cpus(a, la), self.cpus(b, lb)))
 
     def churn_ratio(self, a: str, la: int, b: str, lb: int) -> Optional[float]:
         """median over repeats of churn(a, la) / churn(b, lb) within one repeat."""
-        return _paired(self.rates(a, la), self.rates(b, lb), lambda x, y: x / y)
+        return _median(self.churn_ratios(a, la, b, lb))
 
     def lat(self, name: str, key: str) -> Optional[float]:
         """p50/p99 over the samples of every repeat pooled (the repeats interleave
@@ -851,19 +851,19 @@ class Figures:
             runs = self.d["latency"].get(name, [])
             return [_pct(sorted(r["samples"]), p) if r.get("samples") else r.get(key) for r in runs]
 
-        return _pairs(per_repeat(a), per_repeat(b), lambda x, y: x / y)
+        return _ratios(per_repeat(a), per_repeat(b))
 
     def churn_ratios(self, a: str, la: int, b: str, lb: int) -> List[float]:
-        return _pairs(self.rates(a, la), self.rates(b, lb), lambda x, y: x / y)
+        return _ratios(self.rates(a, la), self.rates(b, lb))
 
     def e2e_ratios(self, a: str, b: str) -> List[float]:
-        return _pairs(self.d["e2e"].get(a, []), self.d["e2e"].get(b, []), lambda x, y: x / y)
+        return _ratios(self.d["e2e"].get(a, []), self.d["e2e"].get(b, []))
 
     def e2e(self, name: str) -> Optional[float]:
         return _median(self.d["e2e"].get(name, []))
 
     def e2e_ratio(self, a: str, b: str) -> Optional[float]:
-        return _paired(self.d["e2e"].get(a, []), self.d["e2e"].get(b, []), lambda x, y: x / y)
+        return _median(self.e2e_ratios(a, b))
 
     def e2e_raw_ratio(self, a: str) -> Optional[float]:
         raw = self.churn("raw", 0)
@@ -875,12 +875,9 @@ def _median(values: List[float]) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
-def _pairs(a: List[Any], b: List[Any], f: Callable[[float, float], float]) -> List[float]:
-    return [f(x, y) for x, y in zip(a, b) if x is not None and y]
-
-
-def _paired(a: List[Any], b: List[Any], f: Callable[[float, float], float]) -> Optional[float]:
-    return _median(_pairs(a, b, f))
+def _ratios(a: List[Any], b: List[Any]) -> List[float]:
+    """``a[i] / b[i]`` for each repeat ``i`` where both figures exist."""
+    return [x / y for x, y in zip(a, b) if x is not None and y]
 
 
 def spread(values: List[float]) -> str:

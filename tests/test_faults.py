@@ -963,22 +963,22 @@ def test_stopped_and_continued_child_is_not_an_exit(loop_name: str, watcher_cls:
 KILL_RACE_PROCESSES = 1000 if os.environ.get("CHILDWATCH_STRESS", "").lower() == "long" else 150
 
 
-def run_on_stdlib_loop_with(watcher: Any, main: Callable[[], Any]) -> None:
+def run_on_stdlib_loop_with(watcher: Any, main: Callable[[], Any]) -> Any:
     """Run ``main()`` (within 120 s) on a new stdlib loop whose subprocesses
-    ``watcher`` reaps (the policy's watcher on 3.9-3.13, the loop's own on 3.14+)."""
+    ``watcher`` reaps (the policy's watcher on 3.9-3.13, the loop's own on 3.14+);
+    return its result."""
     if NEW_STDLIB:
         loop = asyncio.new_event_loop()
         try:
             loop._watcher = watcher  # type: ignore[attr-defined]
-            loop.run_until_complete(asyncio.wait_for(main(), 120))
+            return loop.run_until_complete(asyncio.wait_for(main(), 120))
         finally:
             loop.close()
-        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         asyncio.set_child_watcher(watcher)  # type: ignore[attr-defined]
     try:
-        asyncio.run(asyncio.wait_for(main(), 120))
+        return asyncio.run(asyncio.wait_for(main(), 120))
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -1015,18 +1015,13 @@ def test_asyncio_transport_learns_the_status_before_the_reap(
 
         return list(await asyncio.gather(*(one(code) for code in codes)))
 
-    results: List[List[int]] = []
     watcher = watcher_cls()
     try:
-        run_on_stdlib_loop_with(watcher, lambda: _collect(main(), results))
+        results = run_on_stdlib_loop_with(watcher, main)
     finally:
         watcher.close()
-    assert results == [codes]
+    assert results == codes
     assert seen == {"zombie": len(codes), "alive": 0, "reaped": 0}
-
-
-async def _collect(coro: Any, into: List[Any]) -> None:
-    into.append(await coro)
 
 
 @functools.cache

@@ -12,8 +12,10 @@ def refuse_sigchld(watcher_name: str, loop: asyncio.AbstractEventLoop) -> None:
     from .loops import adapter_for
 
     adapter = adapter_for(loop)
-    reason = None if adapter is None else adapter.sigchld_refusal(loop)
-    if adapter is not None and reason is not None:
+    if adapter is None:
+        return
+    reason = adapter.sigchld_refusal(loop)
+    if reason is not None:
         kind = type(loop)
         raise UnsupportedLoopError(
             f"{watcher_name} cannot run on {adapter.name} ({kind.__module__}.{kind.__qualname__}): {reason}"

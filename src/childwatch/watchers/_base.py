@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
 from .._status import PID_MAX, logger, not_a_child, peek, peek_any, peek_pidfd, reaped_elsewhere, release
@@ -101,6 +101,16 @@ def running_loop() -> Optional[asyncio.AbstractEventLoop]:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def call_soon_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
+    """Queue ``callback(*args)`` on ``loop``: with ``call_soon`` from the loop's
+    own thread (no wake-up write needed, it runs its queue next), else with
+    ``call_soon_threadsafe``.  RuntimeError if the loop is closed."""
+    if loop is running_loop():
+        loop.call_soon(callback, *args)
+    else:
+        loop.call_soon_threadsafe(callback, *args)
 
 
 _live_watchers: weakref.WeakSet[WatcherBase] = weakref.WeakSet()
@@ -345,10 +355,7 @@ class WatcherBase(AbstractChildWatcher):
             self._delivering[entry.pid] = loop
             self._reap_queued.add(entry.pid)
         try:
-            if loop is running_loop():  # no wake-up needed: the loop runs its queue next
-                loop.call_soon(self._reap_deferred, entry.pid, transport, _REAP_WAIT_ITERATIONS)
-            else:
-                loop.call_soon_threadsafe(self._reap_deferred, entry.pid, transport, _REAP_WAIT_ITERATIONS)
+            call_soon_on(loop, self._reap_deferred, entry.pid, transport, _REAP_WAIT_ITERATIONS)
         except RuntimeError:  # the loop is closed: nobody will learn more
             with self._lock:
                 self._reap_queued.discard(entry.pid)

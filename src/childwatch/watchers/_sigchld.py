@@ -9,7 +9,7 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from .._loop_rules import refuse_sigchld
-from ._base import Entry, WatcherBase, check_loop, running_loop
+from ._base import Entry, WatcherBase, call_soon_on, check_loop, running_loop
 
 
 def _is_foreign(handler: Any) -> bool:
@@ -100,10 +100,7 @@ class LoopSigchldWatcher(WatcherBase):
         self._entries[entry.pid] = entry
         if exited:
             # Its SIGCHLD came before it was ours: deliver it from the loop.
-            if self._loop is entry.loop:
-                self._loop.call_soon(self._check, entry.pid, entry)
-            else:
-                self._loop.call_soon_threadsafe(self._check, entry.pid, entry)
+            call_soon_on(self._loop, self._check, entry.pid, entry)
 
     def _on_sigchld(self) -> None:
         # Called in the loop's thread, once per signal byte: a scan that finds
