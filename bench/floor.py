@@ -10,12 +10,21 @@ around the callback, for
 - ``bare-close-late``: the same, closing the pidfd only after the next child
   has been started;
 - ``childwatch``: ``childwatch.PidfdChildWatcher``;
-- ``asyncio``: ``asyncio.PidfdChildWatcher`` (Python 3.9-3.13).
+- ``asyncio``: ``asyncio.PidfdChildWatcher`` (Python 3.9-3.13);
+- ``raw+pidfds`` (with ``--idle``): the raw loop holding one open pidfd per
+  idle child, polled by nobody -- what a pidfd per child costs the kernel
+  when the next child is spawned.
+
+With ``--idle N`` every configuration measures twice in one process: with no
+other child, then with N idle children alive (``cat`` blocked on a pipe;
+registered with the watcher or the epoll), and prints the second rate as a
+ratio to the first as well.
 
 Each configuration runs in a fresh process, in a shuffled order per repeat;
 ratios to ``raw`` are taken within one repeat, and their median printed::
 
     bench/.venv-3.11/bin/python bench/floor.py --repeats 15
+    bench/.venv-3.11/bin/python bench/floor.py --repeats 9 --idle 1000
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ import warnings
 from typing import Any, Callable, Dict, List, Tuple
 
 TRUE = shutil.which("true") or "/bin/true"
+CAT = shutil.which("cat") or "/bin/cat"
 INFLIGHT = 32
+Sample = Tuple[float, float]  # (children per second, CPU seconds per child)
 
 
 def _spawn() -> int:
@@ -49,7 +60,38 @@ def _warm_up() -> None:
             os.waitpid(pid, 0)
 
 
-def raw(n: int) -> Tuple[float, float]:
+class Idle:
+    """``cat`` children blocked on a pipe only we write to; EOF ends them all."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        self._actions = [
+            (os.POSIX_SPAWN_DUP2, self._r, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        ]
+        self.pids: List[int] = []
+
+    def spawn(self, count: int) -> List[int]:
+        new = [os.posix_spawn(CAT, ["cat"], {}, file_actions=self._actions) for _ in range(count)]
+        self.pids += new
+        return new
+
+    def end(self) -> None:
+        """Close the pipe (every ``cat`` exits) and reap whatever is left."""
+        os.close(self._r)
+        os.close(self._w)
+        for pid in self.pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # reaped by a watcher
+
+
+def _levels(idle: int) -> List[int]:
+    return [0, idle] if idle else [0]
+
+
+def _raw_once(n: int) -> Sample:
     started = finished = 0
     c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(INFLIGHT):
@@ -64,12 +106,31 @@ def raw(n: int) -> Tuple[float, float]:
     return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
 
 
-def _bare(n: int, close_late: bool) -> Tuple[float, float]:
-    async def main() -> Tuple[float, float]:
+def _raw(n: int, idle: int, hold_pidfds: bool) -> List[Sample]:
+    children = Idle()
+    held: List[int] = []
+    out = []
+    try:
+        for level in _levels(idle):
+            new = children.spawn(level - len(children.pids))
+            if hold_pidfds:
+                held += [os.pidfd_open(pid) for pid in new]
+            out.append(_raw_once(n))
+    finally:
+        for fd in held:
+            os.close(fd)
+        children.end()
+    return out
+
+
+def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
+    async def main() -> List[Sample]:
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
         epoll = select.epoll()
+        children = Idle()
+        idle_fds: Dict[int, int] = {}
         count = {"started": 0, "finished": 0}
+        done = loop.create_future()
 
         def start() -> None:
             count["started"] += 1
@@ -89,25 +150,39 @@ def _bare(n: int, close_late: bool) -> Tuple[float, float]:
                     os.close(fd)
 
         loop.add_reader(epoll.fileno(), ready)
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(INFLIGHT):
-            start()
-        await done
-        result = n / (time.perf_counter() - t0), (time.process_time() - c0) / n
-        loop.remove_reader(epoll.fileno())
-        epoll.close()
-        return result
+        out = []
+        try:
+            for level in _levels(idle):
+                for pid in children.spawn(level - len(children.pids)):
+                    fd = os.pidfd_open(pid)
+                    idle_fds[fd] = pid
+                    epoll.register(fd, select.EPOLLIN)
+                count["started"] = count["finished"] = 0
+                done = loop.create_future()
+                c0, t0 = time.process_time(), time.perf_counter()
+                for _ in range(INFLIGHT):
+                    start()
+                await done
+                out.append((n / (time.perf_counter() - t0), (time.process_time() - c0) / n))
+        finally:
+            loop.remove_reader(epoll.fileno())
+            for fd in idle_fds:
+                os.close(fd)
+            epoll.close()
+            children.end()
+        return out
 
     return asyncio.run(main())
 
 
-def _watcher(n: int, make: Callable[[], Any]) -> Tuple[float, float]:
-    async def main() -> Tuple[float, float]:
+def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
+    async def main() -> List[Sample]:
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
         watcher = make()
         watcher.attach_loop(loop)
+        children = Idle()
         count = {"started": 0, "finished": 0}
+        done = loop.create_future()
 
         def start() -> None:
             count["started"] += 1
@@ -120,13 +195,25 @@ def _watcher(n: int, make: Callable[[], Any]) -> Tuple[float, float]:
             elif count["finished"] == n:
                 done.set_result(None)
 
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(INFLIGHT):
-            start()
-        await done
-        result = n / (time.perf_counter() - t0), (time.process_time() - c0) / n
-        watcher.close()
-        return result
+        def on_idle_exit(pid: int, returncode: int) -> None:
+            pass
+
+        out = []
+        try:
+            for level in _levels(idle):
+                for pid in children.spawn(level - len(children.pids)):
+                    watcher.add_child_handler(pid, on_idle_exit)
+                count["started"] = count["finished"] = 0
+                done = loop.create_future()
+                c0, t0 = time.process_time(), time.perf_counter()
+                for _ in range(INFLIGHT):
+                    start()
+                await done
+                out.append((n / (time.perf_counter() - t0), (time.process_time() - c0) / n))
+        finally:
+            watcher.close()
+            children.end()
+        return out
 
     return asyncio.run(main())
 
@@ -142,14 +229,15 @@ def _asyncio_pidfd() -> Any:
     return asyncio.PidfdChildWatcher()  # type: ignore[attr-defined,unused-ignore]
 
 
-CONFIGS: Dict[str, Callable[[int], Tuple[float, float]]] = {
-    "raw": raw,
-    "bare": lambda n: _bare(n, close_late=False),
-    "bare-close-late": lambda n: _bare(n, close_late=True),
-    "childwatch": lambda n: _watcher(n, _childwatch_pidfd),
+CONFIGS: Dict[str, Callable[[int, int], List[Sample]]] = {
+    "raw": lambda n, idle: _raw(n, idle, hold_pidfds=False),
+    "raw+pidfds": lambda n, idle: _raw(n, idle, hold_pidfds=True),
+    "bare": lambda n, idle: _bare(n, idle, close_late=False),
+    "bare-close-late": lambda n, idle: _bare(n, idle, close_late=True),
+    "childwatch": lambda n, idle: _watcher(n, idle, _childwatch_pidfd),
 }
 if sys.version_info < (3, 14):
-    CONFIGS["asyncio"] = lambda n: _watcher(n, _asyncio_pidfd)
+    CONFIGS["asyncio"] = lambda n, idle: _watcher(n, idle, _asyncio_pidfd)
 
 
 def main() -> int:
@@ -158,38 +246,56 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("-n", type=int, default=2000, help="children per measurement")
+    parser.add_argument("--idle", type=int, default=0, help="measure again with this many idle children")
     parser.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.n < INFLIGHT or args.idle < 0 or args.repeats < 1:
+        parser.error(f"need -n >= {INFLIGHT}, --idle >= 0 and --repeats >= 1")
     if args.worker:
         _warm_up()
-        print(json.dumps(CONFIGS[args.worker](args.n)))
+        print(json.dumps(CONFIGS[args.worker](args.n, args.idle)))
         return 0
-    runs: List[Dict[str, Tuple[float, float]]] = []
+    names = [name for name in CONFIGS if args.idle or name != "raw+pidfds"]
+    runs: List[Dict[str, List[Sample]]] = []
     for repeat in range(args.repeats):
-        order = list(CONFIGS)
+        order = list(names)
         random.shuffle(order)
-        run: Dict[str, Tuple[float, float]] = {}
+        run: Dict[str, List[Sample]] = {}
         for name in order:
             out = subprocess.run(
-                [sys.executable, __file__, "--worker", name, "-n", str(args.n)],
+                [sys.executable, __file__, "--worker", name, "-n", str(args.n), "--idle", str(args.idle)],
                 check=True,
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=300,
             ).stdout
-            rate, cpu = json.loads(out)
-            run[name] = (rate, cpu)
+            run[name] = [(rate, cpu) for rate, cpu in json.loads(out)]
         runs.append(run)
         print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
     print(
         f"Python {sys.version.split()[0]}, {args.n} children x {args.repeats} repeats, {INFLIGHT} in flight"
+        + (f", then again with {args.idle} idle children" if args.idle else "")
     )
-    print(f"{'configuration':16} {'churn /s':>9} {'x raw':>6} {'CPU us/child':>13}")
-    for name in CONFIGS:
-        rate = statistics.median(run[name][0] for run in runs)
-        ratio = statistics.median(run[name][0] / run["raw"][0] for run in runs)
-        cpu = statistics.median(run[name][1] for run in runs) * 1e6
-        print(f"{name:16} {rate:9.0f} {ratio:6.3f} {cpu:13.1f}")
+    header = f"{'configuration':16} {'churn /s':>9} {'x raw':>6} {'CPU us/child':>13}"
+    if args.idle:
+        header += f" | {'idle: /s':>9} {'x raw':>6} {'x own':>6} {'CPU us/child':>13}"
+    print(header)
+
+    def med(values: Any) -> float:
+        return statistics.median(list(values))
+
+    for name in names:
+        line = f"{name:16}"
+        for level in range(len(runs[0][name])):
+            rate = med(run[name][level][0] for run in runs)
+            ratio = med(run[name][level][0] / run["raw"][level][0] for run in runs)
+            cpu = med(run[name][level][1] for run in runs) * 1e6
+            if level:
+                own = med(run[name][1][0] / run[name][0][0] for run in runs)
+                line += f" | {rate:9.0f} {ratio:6.3f} {own:6.3f} {cpu:13.1f}"
+            else:
+                line += f" {rate:9.0f} {ratio:6.3f} {cpu:13.1f}"
+        print(line)
     return 0
 
 

@@ -121,8 +121,15 @@ def _new_default_watcher(loop: Any) -> Any:
     return w
 
 
+RAW_PIDFDS = "raw+pidfds"
+"""The raw loop again, holding (not polling) a pidfd per idle child: the cost
+curve's floor for any watcher with a pidfd per child (the kernel copies the fd
+table at every spawn and closes the close-on-exec fds at every exec)."""
+RAW_NAMES = ("raw", RAW_PIDFDS)
+
+
 def watcher_names() -> List[str]:
-    names = ["raw"]
+    names = ["raw"] + ([RAW_PIDFDS] if has_pidfd() else [])
     for kind in KINDS:
         names.append("cw:" + kind)
         if STDLIB_HAS_WATCHERS:
@@ -258,13 +265,16 @@ def _leftover_children() -> int:
 # -- raw os.wait() loop ---------------------------------------------------------
 
 
-def raw_curve(levels: List[int], n_by_level: Dict[int, int]) -> Dict[str, Any]:
+def raw_curve(levels: List[int], n_by_level: Dict[int, int], hold_pidfds: bool = False) -> Dict[str, Any]:
     idle = Idle()
+    held: List[int] = []
     out: Dict[str, Any] = {"rates": {}, "cpu": {}, "bad": 0}
     try:
         for level in levels:
             while len(idle.pids) < level:
-                idle.spawn()
+                pid = idle.spawn()
+                if hold_pidfds:
+                    held.append(os.pidfd_open(pid))  # type: ignore[attr-defined,unused-ignore]
             n = n_by_level[level]
             if level == levels[0]:
                 _raw_churn_warmup()
@@ -285,6 +295,8 @@ def raw_curve(levels: List[int], n_by_level: Dict[int, int]) -> Dict[str, Any]:
             out["rates"][str(level)] = n / (t1 - t0)
             out["cpu"][str(level)] = (c1 - c0) / n
     finally:
+        for fd in held:
+            os.close(fd)
         idle.kill_all()
         for pid in idle.pids:
             os.waitpid(pid, 0)
@@ -651,7 +663,10 @@ def worker_main(spec: Dict[str, Any]) -> Dict[str, Any]:
     if task == "curve":
         levels = spec["levels"]
         n_by_level = {int(k): v for k, v in spec["n"].items()}
-        out = raw_curve(levels, n_by_level) if name == "raw" else watcher_curve(name, levels, n_by_level)
+        if name in RAW_NAMES:
+            out = raw_curve(levels, n_by_level, hold_pidfds=name == RAW_PIDFDS)
+        else:
+            out = watcher_curve(name, levels, n_by_level)
     elif task == "latency":
         out = raw_latency(spec["count"]) if name == "raw" else watcher_latency(name, spec["count"])
     elif task == "memory":
@@ -742,7 +757,7 @@ def collect(
                     "n": {str(k): v for k, v in plan.n.items()},
                 }
             )
-        if "latency" in tasks:
+        if "latency" in tasks and name != RAW_PIDFDS:
             cells.append({"task": "latency", "name": name, "count": plan.latency})
     if "e2e" in tasks:
         cells += [{"task": "e2e", "name": c, "n": plan.e2e_n} for c in configs]
@@ -782,7 +797,7 @@ def collect(
                 data["e2e"].setdefault(name, []).append(out["rate"])
                 data.setdefault("e2e_watcher", {})[name] = out["watcher"]
     if "memory" in tasks:
-        for name in names:  # deterministic enough: once each
+        for name in (n for n in names if n != RAW_PIDFDS):  # deterministic enough: once each
             log(f"memory {name}")
             out = run_worker({"task": "memory", "name": name, "live": plan.live}, alt_src)
             if out is None:
@@ -894,6 +909,8 @@ def fmt(v: Optional[float], spec: str = ".2f", suffix: str = "") -> str:
 def label(name: str, dflt: str) -> str:
     if name == "raw":
         return "raw `os.wait()` loop"
+    if name == RAW_PIDFDS:
+        return "raw loop + a pidfd per idle child"
     family, kind = name.split(":")
     text = {"cw": "childwatch ", "alt": "patched ", "std": "asyncio "}[family] + kind
     if family == "cw" and kind == dflt:
@@ -926,7 +943,7 @@ def tables(data: Dict[str, Any]) -> str:
     a("less sensitive than throughput to other load on the machine.\n")
     a("| watcher | churn /s | ×raw | ×asyncio | CPU µs/child | ×raw | ×asyncio |")
     a("|---|---:|---:|---:|---:|---:|---:|")
-    for n in names:
+    for n in (n for n in names if n != RAW_PIDFDS):
         s = std_of(n)
         cpu = f.cpu(n)
         a(
@@ -953,7 +970,7 @@ def tables(data: Dict[str, Any]) -> str:
     )
     a("| watcher | p50 µs | ×raw | ×asyncio | p99 µs | ×raw | ×asyncio |")
     a("|---|---:|---:|---:|---:|---:|---:|")
-    for n in names:
+    for n in (n for n in names if n != RAW_PIDFDS):
         s = std_of(n)
         p50, p99 = f.lat(n, "p50"), f.lat(n, "p99")
         a(
@@ -986,7 +1003,7 @@ def tables(data: Dict[str, Any]) -> str:
     a("| watcher | threads | ×asyncio | fds added | ×asyncio | RSS added KiB | ×asyncio | bytes per child |")
     a("|---|---:|---:|---:|---:|---:|---:|---:|")
     mem = data["memory"]
-    for n in names:
+    for n in (n for n in names if n != RAW_PIDFDS):
         m = mem.get(n)
         if m is None:
             a(f"| {label(n, dflt)} | — | | — | | — | | — |")
@@ -1058,11 +1075,18 @@ def targets(data: Dict[str, Any]) -> str:
                 f.churn_ratios(dflt, 0, "std:" + worst[1], 0),
             )
     v = f.churn_ratio(dflt, top, dflt, 0)
+    floor = f.churn_ratio(RAW_PIDFDS, top, RAW_PIDFDS, 0)
     check(
         f"default churn with {top} idle ≥ 0.9× its idle-free rate",
         v,
         lambda x: x >= 0.9,
-        f"{fmt(v)}×",
+        f"{fmt(v)}×"
+        + (
+            f"; the raw loop holding the same {top} pidfds: {floor:.2f}× (no watcher), raw alone "
+            f"{fmt(f.churn_ratio('raw', top, 'raw', 0))}×"
+            if floor is not None and meta["default"] in ("Pidfd", "Threaded")
+            else ""
+        ),
         f.churn_ratios(dflt, top, dflt, 0),
     )
     if std:
@@ -1117,11 +1141,12 @@ def targets(data: Dict[str, Any]) -> str:
         )
     if meta["python"] in ("3.9", "3.10", "3.11"):
         v = f.e2e_ratio("asyncio:childwatch", "asyncio:default")
+        theirs = f.e2e_ratio("asyncio:std-pidfd", "asyncio:default")
         check(
             "end to end: asyncio + childwatch default ≥ 1.3× asyncio's default",
             v,
             lambda x: x >= 1.3,
-            f"{fmt(v)}×",
+            f"{fmt(v)}×" + ("" if theirs is None else f" (asyncio's own Pidfd watcher: {theirs:.2f}×)"),
             f.e2e_ratios("asyncio:childwatch", "asyncio:default"),
         )
     text = ["| target | met? | figure (median) | repeats (min–max) |", "|---|---|---|---|"]
@@ -1134,7 +1159,8 @@ def targets(data: Dict[str, Any]) -> str:
 def plot(data: Dict[str, Any], paths: List[Path]) -> bool:
     """Small multiples, one column per watcher kind: churn/s (top) and CPU µs per child
     (bottom) against idle registered children; childwatch solid, asyncio dashed,
-    the raw loop dotted black in every panel.  Flat lines scale."""
+    the raw loop dotted black in every panel (and, gray in Threaded's and Pidfd's,
+    the raw loop holding a pidfd per idle child, as they do).  Flat lines scale."""
     try:
         import matplotlib
 
@@ -1155,9 +1181,13 @@ def plot(data: Dict[str, Any], paths: List[Path]) -> bool:
     for col, kind in enumerate(kinds):
         top, bottom = axes[0][col], axes[1][col]
         rows = [n for n in names if n == "raw" or n.split(":")[-1] == kind]
+        if kind in ("Threaded", "Pidfd") and RAW_PIDFDS in names:
+            rows.insert(1, RAW_PIDFDS)  # their floor: they too hold a pidfd per child
         for n in rows:
             if n == "raw":
                 ls, marker, color = ":", "s", "black"
+            elif n == RAW_PIDFDS:
+                ls, marker, color = ":", "d", "gray"
             else:
                 ls, marker, color = styles[n.split(":")[0]]
             lab = label(n, meta["default"]).replace("`", "")
@@ -1366,7 +1396,7 @@ def drive(args: argparse.Namespace, command: str) -> int:
     names = watcher_names()
     if args.watchers:
         wanted = args.watchers.split(",")
-        names = [n for n in names if n == "raw" or n in wanted or n.split(":")[1] in wanted]
+        names = [n for n in names if n in RAW_NAMES or n in wanted or n.split(":")[1] in wanted]
     alt_src = None
     if args.compare:
         alt_src = str(Path(args.compare).resolve())

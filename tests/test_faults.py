@@ -38,6 +38,7 @@ import pytest
 
 import childwatch
 from conftest import (
+    SIGCHLD_WATCHERS,
     children,
     new_loop,
     reap,
@@ -879,6 +880,46 @@ def test_reaped_behind_our_back_under_load(
     if watcher_cls is not childwatch.ThreadedChildWatcher:
         # Nothing of the watcher could run during the theft: all 255.
         assert sorted(p for p in all_pids if results[p] == [255]) == sorted(stolen)
+
+
+@pytest.mark.parametrize("cls", SIGCHLD_WATCHERS, ids=lambda cls: cls.__name__)
+def test_reaped_behind_our_back_among_many_registered(cls: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """With 600 children registered, the check for children reaped behind the
+    watcher's back is spaced out (0.2 ms per registered child), not skipped:
+    the stolen child is reported once, 255 with a warning, the 599 others
+    with their real status."""
+    count = 600
+    pids: List[int] = []
+
+    async def main() -> Dict[int, List[int]]:
+        watcher = cls()
+        got = Calls()
+        try:
+            attach_here(watcher)
+            pids.extend(spawn_sleeper() for _ in range(count))
+            for pid in pids:
+                watcher.add_child_handler(pid, got)
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                os.waitpid(pids[0], 0)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            await got.wait(pids[:1])
+            assert got.calls[0][:2] == (pids[0], 255), got.calls
+            for pid in pids[1:]:
+                os.kill(pid, signal.SIGKILL)
+            await got.wait(pids)
+            assert await settle_zombies() == []
+            return got.by_pid()
+        finally:
+            watcher.close()
+
+    with caplog.at_level(logging.WARNING, logger="childwatch"):
+        results = run("asyncio", main)
+    assert results == {pid: [255 if pid == pids[0] else -signal.SIGKILL] for pid in pids}
+    stolen_warnings = [r for r in caplog.records if "was reaped by someone else" in r.getMessage()]
+    assert [str(pids[0]) in r.getMessage() for r in stolen_warnings] == [True]
 
 
 # -- 10. stopped and continued children -----------------------------------------------------------
