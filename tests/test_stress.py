@@ -64,7 +64,7 @@ if MODE not in ("short", "long"):
 LONG = MODE == "long"
 SEED = int(os.environ.get("CHILDWATCH_STRESS_SEED", "0")) or random.SystemRandom().randrange(1, 2**31)
 
-pytestmark = pytest.mark.timeout(3600 if LONG else 180)
+pytestmark = pytest.mark.timeout(3600 if LONG else 300)
 
 # Signals a child dies of (default disposition guaranteed by conftest.spawn).
 FATAL = [
@@ -97,7 +97,7 @@ class Plan:
     per_loop_thread: int
     foreign_threads: int  # threads running subprocess.run meanwhile
     foreign_runs: int  # at most, per foreign thread
-    timeout: float  # for one watcher × loop run
+    timeout: float  # for one watcher × loop run: each wait for statuses gets half
 
 
 PLAN = (
@@ -413,10 +413,10 @@ def stress(loop_name: str, watcher_cls: Any, monkeypatch: pytest.MonkeyPatch, se
                 await pace(i)
             # Keep this loop running until its children are all delivered:
             # their callbacks run here.
-            await ledger.wait_for(tags, PLAN.timeout)
+            await ledger.wait_for(tags, PLAN.timeout / 2)
 
         try:
-            run(loop_name, main, timeout=PLAN.timeout)
+            run(loop_name, main, timeout=PLAN.timeout + 60)  # the waits give up first: a verdict
         except BaseException as exc:
             errors.append(exc)
 
@@ -450,14 +450,14 @@ def stress(loop_name: str, watcher_cls: Any, monkeypatch: pytest.MonkeyPatch, se
         while any(t.is_alive() for t in threads):
             await asyncio.sleep(0.01)
         non_idle = set(ledger.expected) - {tag for _, tag in idle}
-        await ledger.wait_for(non_idle, PLAN.timeout)
+        await ledger.wait_for(non_idle, PLAN.timeout / 2)
         # The idle ones, alive all along, now die of random signals.
         for i, (pid, tag) in enumerate(idle):
             signum = rng.choice(FATAL)
             ledger.expect(tag, pid, -signum, "idle")
             os.kill(pid, signum)
             await pace(i)
-        await ledger.wait_for(set(ledger.expected), PLAN.timeout)
+        await ledger.wait_for(set(ledger.expected), PLAN.timeout / 2)
         await foreign.stop()
         await asyncio.sleep(0.3)  # a duplicate, if any, would arrive now
         report.seconds = time.monotonic() - started
@@ -465,7 +465,7 @@ def stress(loop_name: str, watcher_cls: Any, monkeypatch: pytest.MonkeyPatch, se
     fds_before, threads_before = open_fds(), set(threading.enumerate())
     with enough_fds(PLAN.idle + 2 * PLAN.main + 512):
         try:
-            run(loop_name, main, timeout=PLAN.timeout)
+            run(loop_name, main, timeout=PLAN.timeout + 60)  # the waits give up first: a verdict
         finally:
             # Whatever happened, nothing may outlive the run (no_leaks checks the rest).
             deadline = time.monotonic() + 10
