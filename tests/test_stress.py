@@ -142,6 +142,15 @@ def still_unreaped(pid: int, returncode: int) -> bool:
     return status == returncode
 
 
+def child_state(pid: int) -> str:
+    """ "running", "exited" (unreaped) or "gone" (reaped, by whoever): for reports."""
+    try:
+        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return "gone"
+    return "running" if result is None or result.si_pid == 0 else "exited"
+
+
 Tag = Tuple[str, int]
 
 
@@ -155,6 +164,7 @@ class Ledger:
     def __init__(self, zombie_check: Callable[[str], bool] = lambda kind: True) -> None:
         self.expected: Dict[Tag, Tuple[int, int]] = {}
         self.kinds: Dict[str, int] = {}
+        self.kind_of: Dict[Tag, str] = {}
         self.calls: List[Tuple[Tag, int, int, bool, str]] = []
         self._zombie_check = zombie_check
         self._exempt: Set[Tag] = set()
@@ -162,6 +172,7 @@ class Ledger:
     def expect(self, tag: Tag, pid: int, returncode: int, kind: str) -> None:
         self.expected[tag] = (pid, returncode)
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.kind_of[tag] = kind
         if not self._zombie_check(kind):
             self._exempt.add(tag)
 
@@ -189,7 +200,11 @@ class Ledger:
             per_tag.setdefault(tag, []).append((pid, rc))
             if not zombie and tag not in self._exempt:
                 not_zombie.append((tag, pid, rc))
-        lost = [(tag, exp) for tag, exp in self.expected.items() if tag not in per_tag]
+        lost = [
+            (tag, self.kind_of[tag], exp, child_state(exp[0]))
+            for tag, exp in self.expected.items()
+            if tag not in per_tag
+        ]
         wrong = [
             (tag, self.expected.get(tag), got[0])
             for tag, got in per_tag.items()
