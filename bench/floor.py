@@ -123,14 +123,24 @@ def _raw(n: int, idle: int, hold_pidfds: bool) -> List[Sample]:
     return out
 
 
+async def _churn(count: Dict[str, Any], start: Callable[[], None], n: int) -> Sample:
+    """Start INFLIGHT children (each exit starts the next, until ``n``; the last
+    sets ``count["done"]``) and time the ``n`` exits."""
+    count.update(started=0, finished=0, done=asyncio.get_running_loop().create_future())
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(INFLIGHT):
+        start()
+    await count["done"]
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
+
+
 def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
     async def main() -> List[Sample]:
         loop = asyncio.get_running_loop()
         epoll = select.epoll()
         children = Idle()
         idle_fds: Dict[int, int] = {}
-        count = {"started": 0, "finished": 0}
-        done = loop.create_future()
+        count: Dict[str, Any] = {}
 
         def start() -> None:
             count["started"] += 1
@@ -145,7 +155,7 @@ def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
                 if count["started"] < n:
                     start()
                 elif count["finished"] == n:
-                    done.set_result(None)
+                    count["done"].set_result(None)
                 if close_late:
                     os.close(fd)
 
@@ -157,13 +167,7 @@ def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
                     fd = os.pidfd_open(pid)
                     idle_fds[fd] = pid
                     epoll.register(fd, select.EPOLLIN)
-                count["started"] = count["finished"] = 0
-                done = loop.create_future()
-                c0, t0 = time.process_time(), time.perf_counter()
-                for _ in range(INFLIGHT):
-                    start()
-                await done
-                out.append((n / (time.perf_counter() - t0), (time.process_time() - c0) / n))
+                out.append(await _churn(count, start, n))
         finally:
             loop.remove_reader(epoll.fileno())
             for fd in idle_fds:
@@ -181,8 +185,7 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
         watcher = make()
         watcher.attach_loop(loop)
         children = Idle()
-        count = {"started": 0, "finished": 0}
-        done = loop.create_future()
+        count: Dict[str, Any] = {}
 
         def start() -> None:
             count["started"] += 1
@@ -193,7 +196,7 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
             if count["started"] < n:
                 start()
             elif count["finished"] == n:
-                done.set_result(None)
+                count["done"].set_result(None)
 
         def on_idle_exit(pid: int, returncode: int) -> None:
             pass
@@ -203,13 +206,7 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
             for level in _levels(idle):
                 for pid in children.spawn(level - len(children.pids)):
                     watcher.add_child_handler(pid, on_idle_exit)
-                count["started"] = count["finished"] = 0
-                done = loop.create_future()
-                c0, t0 = time.process_time(), time.perf_counter()
-                for _ in range(INFLIGHT):
-                    start()
-                await done
-                out.append((n / (time.perf_counter() - t0), (time.process_time() - c0) / n))
+                out.append(await _churn(count, start, n))
         finally:
             watcher.close()
             children.end()
