@@ -797,7 +797,7 @@ def collect(
                 data["e2e"].setdefault(name, []).append(out["rate"])
                 data.setdefault("e2e_watcher", {})[name] = out["watcher"]
     if "memory" in tasks:
-        for name in (n for n in names if n != RAW_PIDFDS):  # deterministic enough: once each
+        for name in [n for n in names if n != RAW_PIDFDS]:  # curve-only; the rest once each
             log(f"memory {name}")
             out = run_worker({"task": "memory", "name": name, "live": plan.live}, alt_src)
             if out is None:
@@ -930,6 +930,7 @@ def tables(data: Dict[str, Any]) -> str:
         std = "std:" + kind
         return std if family in ("cw", "alt") and std in names else None
 
+    measured = [n for n in names if n != RAW_PIDFDS]  # all but the curve-only row
     levels = meta["levels"]
     top = 1000 if 1000 in levels else levels[-1]
     out: List[str] = []
@@ -943,7 +944,7 @@ def tables(data: Dict[str, Any]) -> str:
     a("less sensitive than throughput to other load on the machine.\n")
     a("| watcher | churn /s | ×raw | ×asyncio | CPU µs/child | ×raw | ×asyncio |")
     a("|---|---:|---:|---:|---:|---:|---:|")
-    for n in (n for n in names if n != RAW_PIDFDS):
+    for n in measured:
         s = std_of(n)
         cpu = f.cpu(n)
         a(
@@ -970,7 +971,7 @@ def tables(data: Dict[str, Any]) -> str:
     )
     a("| watcher | p50 µs | ×raw | ×asyncio | p99 µs | ×raw | ×asyncio |")
     a("|---|---:|---:|---:|---:|---:|---:|")
-    for n in (n for n in names if n != RAW_PIDFDS):
+    for n in measured:
         s = std_of(n)
         p50, p99 = f.lat(n, "p50"), f.lat(n, "p99")
         a(
@@ -1003,7 +1004,7 @@ def tables(data: Dict[str, Any]) -> str:
     a("| watcher | threads | ×asyncio | fds added | ×asyncio | RSS added KiB | ×asyncio | bytes per child |")
     a("|---|---:|---:|---:|---:|---:|---:|---:|")
     mem = data["memory"]
-    for n in (n for n in names if n != RAW_PIDFDS):
+    for n in measured:
         m = mem.get(n)
         if m is None:
             a(f"| {label(n, dflt)} | — | | — | | — | | — |")

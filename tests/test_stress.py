@@ -97,7 +97,7 @@ class Plan:
     per_loop_thread: int
     foreign_threads: int  # threads running subprocess.run meanwhile
     foreign_runs: int  # at most, per foreign thread
-    timeout: float  # for one watcher × loop run: each wait for statuses gets half
+    timeout: float  # for one watcher × loop run: each of its three waits for statuses gets a third
 
 
 PLAN = (
@@ -140,15 +140,6 @@ def still_unreaped(pid: int, returncode: int) -> bool:
         return False
     status = result.si_status if result.si_code == os.CLD_EXITED else -result.si_status
     return status == returncode
-
-
-def child_state(pid: int) -> str:
-    """ "running", "exited" (unreaped) or "gone" (reaped, by whoever): for reports."""
-    try:
-        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return "gone"
-    return "running" if result is None or result.si_pid == 0 else "exited"
 
 
 Tag = Tuple[str, int]
@@ -201,7 +192,7 @@ class Ledger:
             if not zombie and tag not in self._exempt:
                 not_zombie.append((tag, pid, rc))
         lost = [
-            (tag, self.kind_of[tag], exp, child_state(exp[0]))
+            (tag, self.kind_of[tag], exp, state(exp[0]) or "gone")  # "Z": exited, unreaped
             for tag, exp in self.expected.items()
             if tag not in per_tag
         ]
@@ -428,7 +419,7 @@ def stress(loop_name: str, watcher_cls: Any, monkeypatch: pytest.MonkeyPatch, se
                 await pace(i)
             # Keep this loop running until its children are all delivered:
             # their callbacks run here.
-            await ledger.wait_for(tags, PLAN.timeout / 2)
+            await ledger.wait_for(tags, PLAN.timeout / 3)
 
         try:
             run(loop_name, main, timeout=PLAN.timeout + 60)  # the waits give up first: a verdict
@@ -465,14 +456,14 @@ def stress(loop_name: str, watcher_cls: Any, monkeypatch: pytest.MonkeyPatch, se
         while any(t.is_alive() for t in threads):
             await asyncio.sleep(0.01)
         non_idle = set(ledger.expected) - {tag for _, tag in idle}
-        await ledger.wait_for(non_idle, PLAN.timeout / 2)
+        await ledger.wait_for(non_idle, PLAN.timeout / 3)
         # The idle ones, alive all along, now die of random signals.
         for i, (pid, tag) in enumerate(idle):
             signum = rng.choice(FATAL)
             ledger.expect(tag, pid, -signum, "idle")
             os.kill(pid, signum)
             await pace(i)
-        await ledger.wait_for(set(ledger.expected), PLAN.timeout / 2)
+        await ledger.wait_for(set(ledger.expected), PLAN.timeout / 3)
         await foreign.stop()
         await asyncio.sleep(0.3)  # a duplicate, if any, would arrive now
         report.seconds = time.monotonic() - started
