@@ -71,13 +71,28 @@ provision() {
             || die "could not install debootstrap with apt-get"
     fi
     local pkgs="ca-certificates" v
-    for v in $VERSIONS; do pkgs+=",python$v,python$v-venv"; done
+    # libpython3.X-testsuite: CPython's own test package (compat/cpython_suite.py).
+    for v in $VERSIONS; do pkgs+=",python$v,python$v-venv,libpython$v-testsuite"; done
     log "debootstrapping Debian sid into $ROOT (takes ~30s+)"
     # shellcheck disable=SC2086  # optional mirror argument
     if ! debootstrap --variant=minbase --include="$pkgs" sid "$ROOT" ${CHILDWATCH_SID_MIRROR:-} >&2; then
         die "debootstrap failed (see $ROOT/debootstrap/debootstrap.log); rerun to retry from scratch"
     fi
     touch "$STAMP"
+}
+
+# A chroot provisioned before the testsuite packages were asked for gets them
+# here (the sid index is a snapshot: its Valid-Until has passed).
+ensure_testsuite() {
+    local v missing=""
+    for v in $VERSIONS; do
+        [[ -d "$ROOT/usr/lib/python$v/test/test_asyncio" ]] || missing+=" libpython$v-testsuite"
+    done
+    [[ -z $missing ]] && return 0
+    log "installing$missing in the chroot"
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+        sh -c "apt-get -q -o Acquire::Check-Valid-Until=false update && apt-get install -y -q$missing" >&2 \
+        || die "could not install$missing in the chroot"
 }
 
 # Host files the chroot needs: the CA bundle (registries are reached through a
@@ -144,6 +159,7 @@ mount_once "$ROOT/proc" -t proc proc
 mount_once "$ROOT/dev" --bind /dev
 mount_once "$ROOT/dev/pts" --bind /dev/pts
 mount_once "$ROOT/dev/shm" --bind /dev/shm   # POSIX semaphores (multiprocessing)
+ensure_testsuite
 # A /src inherited from the host namespace (an older run's, maybe another
 # checkout's) is unmounted here only: the host keeps it.
 while mountpoint -q "$ROOT/src"; do umount -l "$ROOT/src"; done

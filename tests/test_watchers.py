@@ -186,7 +186,7 @@ def test_close_with_children_running(loop_name: str, make_watcher: Callable[[], 
         for pid in pids:
             watcher.add_child_handler(pid, got)
         watcher.close()
-        assert not watcher.is_active()
+        assert "closed" in repr(watcher)
         # The watcher left them alone: we collect their statuses ourselves.
         assert [reap(pid) for pid in pids] == [-signal.SIGKILL] * 5
         await asyncio.sleep(0.05)
@@ -306,23 +306,47 @@ def test_status_reaped_behind_our_back_is_255_with_warning(
         assert (returncode, len(warned)) == (255, 1)
 
 
-def test_closed_watcher_refuses_every_call(watcher_cls: Any) -> None:
+def test_closed_watcher_is_a_new_one_again(watcher_cls: Any) -> None:
+    """The lifecycle rule (asyncio's watchers behave so, and its policy and
+    CPython's tests rely on it): on a closed watcher close(), attach_loop(None),
+    remove_child_handler() and ``with`` are harmless no-ops; attach_loop(loop)
+    and add_child_handler() reopen it, and it then delivers exactly.  What was
+    registered before close() is never delivered."""
     watcher = watcher_cls()
-    watcher.close()
-    watcher.close()  # idempotent
-    assert not watcher.is_active()
-    pid = spawn_exit(0)
+    dropped = spawn_sleeper()
+    got = Collector()
+
+    async def before_close() -> None:
+        watcher.add_child_handler(dropped, got)
+
+    async def reopened() -> None:
+        watcher.attach_loop(asyncio.get_running_loop())
+        assert watcher.is_active()
+        pid = spawn_exit(5)
+        watcher.add_child_handler(pid, got)
+        os.kill(dropped, signal.SIGKILL)
+        assert await got.wait(1) == {pid: 5}
+        await asyncio.sleep(0.1)
+        assert dropped not in got.results
+
     try:
-        with pytest.raises(RuntimeError, match="closed"):
-            watcher.add_child_handler(pid, Collector())
-        with pytest.raises(RuntimeError, match="closed"):
-            watcher.remove_child_handler(pid)
-        with pytest.raises(RuntimeError, match="closed"):
+        run("asyncio", before_close)
+        for _ in range(2):
+            watcher.close()  # any number of times
+            assert "closed" in repr(watcher)
+            assert watcher.remove_child_handler(dropped) is False
             watcher.attach_loop(None)
-        with pytest.raises(RuntimeError, match="closed"), watcher:
-            pass
+            with watcher as entered:
+                assert entered is watcher
+            assert "closed" in repr(watcher)  # none of those reopened it
+        run("asyncio", reopened)
+        assert "closed" not in repr(watcher)
     finally:
-        assert reap(pid, kill=False) == 0
+        watcher.close()
+    if watcher_cls is childwatch.FastChildWatcher:
+        assert dropped not in children()  # reaped, as Fast reaps every child, but not delivered
+    else:
+        assert reap(dropped, kill=False) == -signal.SIGKILL  # left alone by close(), even once reopened
 
 
 @pytest.mark.parametrize(
@@ -483,14 +507,15 @@ def test_pidfd_frees_a_closed_loops_fds_at_the_next_registration(loop_name: str)
         os.kill(sleeper, signal.SIGKILL)
         assert await got.wait(1) == {sleeper: -signal.SIGKILL}
 
+    before = open_fds()
     try:
         run(loop_name, in_a)
         run(loop_name, in_b)
         assert counts[1] == counts[0], f"fds open before/after registering from loop B: {counts}"
-        assert len(watcher._pollers) == 1  # B's, closed too, until the watcher is closed
+        assert not watcher._pollers  # B's went with its last child
+        assert open_fds() == before  # neither loop's epoll nor any pidfd is left
     finally:
         watcher.close()
-    assert not watcher._pollers
 
 
 @pytest.mark.parametrize(

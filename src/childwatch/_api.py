@@ -33,8 +33,6 @@ def _check_watcher(watcher: object) -> None:
         raise TypeError(
             f"watcher must be a childwatch.AbstractChildWatcher or None, not {type(watcher).__name__}"
         )
-    if watcher is not None and getattr(watcher, "_closed", False):
-        raise RuntimeError(f"cannot set a closed watcher: {watcher!r}")
 
 
 def set_default_child_watcher(watcher: Optional[AbstractChildWatcher]) -> None:
@@ -53,10 +51,12 @@ def set_child_watcher(
     default for stdlib asyncio loops: on 3.9–3.13 asyncio's policy watcher
     (setting it closes the previous one, as asyncio did), on 3.14+ the watcher
     of every stdlib loop created afterwards.  ``None`` restores the loop's own
-    default.  The previous per-loop watcher is not closed.
+    default.  The previous per-loop watcher is not closed.  A closed watcher
+    may be set: it reopens on its first use (Safe and Fast at once, attached
+    to ``loop``).
 
     Raises TypeError if ``watcher`` is not a :class:`childwatch.AbstractChildWatcher`
-    (or None), RuntimeError for a closed loop or a closed watcher, and
+    (or None), RuntimeError for a closed loop, and
     :class:`UnsupportedLoopError` for a loop that forbids custom watchers
     (uvloop, trio-asyncio) or has no adapter.
     """

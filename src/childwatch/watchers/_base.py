@@ -9,6 +9,15 @@ subprocess on 3.9-3.13, only once its transport has learnt the status (see
 yet reaped is "delivering"; registering its pid again is refused, because its
 status already went to the earlier callback.  Scans that meet a delivering
 zombie stop there: its reap scans again (:meth:`WatcherBase._after_loop_delivery`).
+
+Lifecycle rule (all watchers, as asyncio's namesakes behave and as asyncio's
+policy and CPython's own tests use them): :meth:`WatcherBase.close` stops
+watching and releases every resource, but the object stays usable.  A closed
+watcher is a new one again: ``close()`` and ``attach_loop(None)`` are no-ops
+on it, ``remove_child_handler()`` answers False, and ``attach_loop(loop)`` or
+``add_child_handler()`` reopens it.  Registrations dropped by ``close()`` are
+never delivered, not even after a reopen (each entry remembers the *epoch* it
+was registered in).  Nothing raises because a watcher is closed.
 """
 
 from __future__ import annotations
@@ -25,13 +34,25 @@ from .._contract import AbstractChildWatcher, ChildCallback
 from .._status import PID_MAX, logger, not_a_child, peek, peek_any, peek_pidfd, reaped_elsewhere, release
 
 
+def read_exit(pid: int, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
+    """``(exited, returncode)`` of child ``pid``, read without reaping it
+    (through ``pidfd`` if given); returncode None if someone else reaped it."""
+    try:
+        returncode = peek(pid) if pidfd is None else peek_pidfd(pidfd)
+    except ChildProcessError:
+        return True, None
+    return returncode is not None, returncode
+
+
 class Entry:
     """One registered child: its callback, arguments and watcher-specific handle."""
 
-    __slots__ = ("args", "callback", "handle", "loop", "pid")
+    __slots__ = ("args", "callback", "epoch", "handle", "loop", "pid")
 
-    def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...]) -> None:
+    def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...], epoch: int) -> None:
         self.pid = pid
+        self.epoch = epoch
+        """The watcher's :attr:`WatcherBase._epoch` at registration: a close() since drops it."""
         self.callback = callback
         self.args = args
         self.loop = running_loop()
@@ -125,8 +146,6 @@ _live_watchers: weakref.WeakSet[WatcherBase] = weakref.WeakSet()
 
 def _forget_parent_children() -> None:
     for watcher in list(_live_watchers):
-        if watcher._closed:
-            continue
         try:
             watcher._after_fork_in_child()
         except Exception:  # one watcher's trouble must not leave the others dirty
@@ -153,7 +172,8 @@ class WatcherBase(AbstractChildWatcher):
         self._reap_queued: Set[int] = set()
         # The pending check for children reaped behind our back: (its loop, its timer).
         self._theft_timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = None
-        self._closed = False
+        self._closed = False  # close() was called and nothing reopened the watcher since
+        self._epoch = 0  # bumped by every close(): entries of an older epoch are dropped
         _live_watchers.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -177,18 +197,17 @@ class WatcherBase(AbstractChildWatcher):
         """Call ``callback(pid, returncode, *args)`` once child ``pid`` exits.
 
         Raises TypeError for a non-int pid or a non-callable callback,
-        ValueError for a pid out of range, RuntimeError on a closed watcher,
-        and :class:`ChildProcessError` when ``pid`` is not a child of this
-        process (or its status was already collected).  Registering a pid that
-        is already registered replaces its callback and arguments.
+        ValueError for a pid out of range, and :class:`ChildProcessError`
+        when ``pid`` is not a child of this process (or its status was
+        already collected).  Registering a pid that is already registered
+        replaces its callback and arguments.  On a closed watcher it reopens
+        the watcher (see the lifecycle rule in this module's docstring).
         """
         if type(pid) is not int or not 0 < pid <= PID_MAX:
             check_pid(pid)  # raises the precise error
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         with self._lock:
-            if self._closed:
-                self._check_open()
             entry = self._entries.get(pid)
             if entry is not None and self._stale(entry):
                 del self._entries[pid]  # its loop closed: watch it afresh
@@ -202,14 +221,16 @@ class WatcherBase(AbstractChildWatcher):
                 if hop is None or not hop.is_closed() or pid in self._reap_queued:
                     raise not_a_child(pid)
                 del self._delivering[pid]  # handed to a loop that closed first: never delivered
-            entry = Entry(pid, callback, args)
+            entry = Entry(pid, callback, args, self._epoch)
             self._watch(entry)
+            self._closed = False  # reopened, now that the registration held
 
     def remove_child_handler(self, pid: int) -> bool:
-        """Stop watching ``pid``; True if it was registered.  The child is not reaped."""
+        """Stop watching ``pid``; True if it was registered.  The child is not reaped.
+
+        On a closed watcher: False (nothing is registered), and it stays closed."""
         check_pid(pid)
         with self._lock:
-            self._check_open()
             entry = self._entries.pop(pid, None)
             if entry is None:
                 return False
@@ -217,16 +238,17 @@ class WatcherBase(AbstractChildWatcher):
             return True
 
     def close(self) -> None:
-        """Release every resource; idempotent.
+        """Stop watching and release every resource; any number of times.
 
         Children still registered are left alone: they are not reaped and
         their callbacks are never called.  Wait for them yourself, or
-        register them with another watcher.
+        register them with another watcher (or this one, which reopens it).
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._epoch += 1
             entries = list(self._entries.values())
             self._entries.clear()
             for entry in entries:
@@ -234,11 +256,10 @@ class WatcherBase(AbstractChildWatcher):
         self._release_resources()
 
     def is_active(self) -> bool:
-        return not self._closed
+        """True: a registration works now, closed or not (it reopens the watcher)."""
+        return True
 
     def __enter__(self) -> WatcherBase:
-        if self._closed:
-            self._check_open()
         return self
 
     # -- for subclasses ---------------------------------------------------
@@ -256,10 +277,6 @@ class WatcherBase(AbstractChildWatcher):
 
     def _release_resources(self) -> None:
         """Free what the watcher holds; called once by :meth:`close`."""
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{type(self).__name__} is closed")
 
     def _probe(self, pid: int) -> bool:
         """Raise :class:`ChildProcessError` unless ``pid`` is our child; True if it already exited."""
@@ -316,8 +333,8 @@ class WatcherBase(AbstractChildWatcher):
         thread: a signal handler may have interrupted that very Popen between
         its ``waitpid()`` and its storing of the status.
         """
-        if self._closed:
-            # close() returned: no callback any more; the child is left to the caller.
+        if entry.epoch != self._epoch:
+            # close() dropped it: no callback any more; the child is left to the caller.
             with self._lock:
                 self._delivering.pop(entry.pid, None)
             return
@@ -408,19 +425,17 @@ class WatcherBase(AbstractChildWatcher):
         With ``pidfd``, the status is read through it: a child reaped behind our
         back is then told apart from a new process that reused its pid.
         """
-        try:
-            returncode = peek(pid) if pidfd is None else peek_pidfd(pidfd)
-        except ChildProcessError:
-            claimed = self._claim(pid, entry)
-            if claimed is not None:
-                self._dispatch(claimed, None, reap=False)
-            return True
-        if returncode is None:
-            return False
+        exited, returncode = read_exit(pid, pidfd)
+        if exited:
+            self._deliver_exit(pid, entry, returncode)
+        return exited
+
+    def _deliver_exit(self, pid: int, entry: Optional[Entry], returncode: Optional[int]) -> None:
+        """Claim ``pid`` (only ``entry``, if given) and dispatch the status that
+        :func:`read_exit` read (None: reaped by someone else)."""
         claimed = self._claim(pid, entry)
         if claimed is not None:
-            self._dispatch(claimed, returncode)
-        return True
+            self._dispatch(claimed, returncode, reap=returncode is not None)
 
     def _deliver_visible_exits(self) -> bool:
         """Deliver our exited children, as ``waitid(P_ALL, WNOWAIT)`` shows them one by one.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import weakref
 from types import FrameType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from .._loop_rules import refuse_sigchld
 from ._base import Entry, WatcherBase, call_soon_on, check_loop, running_loop
@@ -20,6 +21,53 @@ def _is_foreign(handler: Any) -> bool:
     return not isinstance(getattr(handler, "__self__", None), asyncio.AbstractEventLoop)
 
 
+class _LoopSigchld:
+    """The one SIGCHLD handler childwatch keeps on a loop, shared by every Safe
+    and Fast watcher attached to that loop.
+
+    A loop holds one handler per signal, so watchers sharing a loop must share
+    it: asyncio's own Safe and Fast each install theirs, and closing an old
+    watcher re-attached to a new loop (what asyncio's policy does on
+    ``set_event_loop()``) removes the new watcher's handler, which then never
+    fires.  Here the handler goes only when its last watcher detaches.  A Python
+    SIGCHLD handler it replaced is called after each dispatch, and put back
+    when it goes (so is one installed after it).
+    """
+
+    __slots__ = ("previous", "watchers")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # No reference to the loop: it is the key of this hub in _hubs.
+        self.watchers: List[LoopSigchldWatcher] = []
+        previous = signal.getsignal(signal.SIGCHLD)
+        loop.add_signal_handler(signal.SIGCHLD, self._dispatch)
+        self.previous: Optional[Callable[[int, Optional[FrameType]], Any]] = (
+            previous if callable(previous) and _is_foreign(previous) else None
+        )
+
+    def _dispatch(self) -> None:
+        # In the loop's thread, once per signal byte.
+        for watcher in list(self.watchers):
+            watcher._on_sigchld()
+        if self.previous is not None:
+            self.previous(signal.SIGCHLD, None)  # the Python handler ours replaced
+
+    def remove(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take the handler off the loop (which resets SIGCHLD to SIG_DFL): put back
+        a Python handler installed after ours, or else the one ours replaced."""
+        if loop.is_closed():
+            return  # closing the loop removed its handlers
+        current = signal.getsignal(signal.SIGCHLD)
+        loop.remove_signal_handler(signal.SIGCHLD)
+        theirs = current if _is_foreign(current) else self.previous
+        if theirs is not None:
+            signal.signal(signal.SIGCHLD, theirs)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSigchld] = weakref.WeakKeyDictionary()
+"""The shared handler of each loop with a Safe/Fast watcher attached (main thread only)."""
+
+
 class LoopSigchldWatcher(WatcherBase):
     """A watcher woken by SIGCHLD on the loop it is attached to.
 
@@ -27,19 +75,19 @@ class LoopSigchldWatcher(WatcherBase):
     attached one closed), a registration attaches the running loop.  ``add_signal_handler`` only works
     for a loop in the main thread, and loops that forbid SIGCHLD handlers
     (uvloop) are refused with :class:`~childwatch.UnsupportedLoopError`.
-    A Python SIGCHLD handler that ours replaces is still called after each
-    scan, and restored when the watcher detaches (so is one installed after ours).
+    Every childwatch Safe/Fast watcher attached to one loop shares one handler
+    there (:class:`_LoopSigchld`): detaching or closing one never silences another.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._previous: Optional[Callable[[int, Optional[FrameType]], Any]] = None
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        """Listen for SIGCHLD on ``loop`` (None: on no loop).  Attaching a closed
+        watcher reopens it; ``attach_loop(None)`` on it does nothing."""
         loop = check_loop(loop)
         with self._lock:
-            self._check_open()
             if loop is not None:
                 refuse_sigchld(type(self).__name__, loop)
                 if threading.current_thread() is not threading.main_thread():
@@ -51,10 +99,12 @@ class LoopSigchldWatcher(WatcherBase):
             self._detach()
             if loop is None:
                 return
-            previous = signal.getsignal(signal.SIGCHLD)
-            loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
-            self._previous = previous if callable(previous) and _is_foreign(previous) else None
+            hub = _hubs.get(loop)
+            if hub is None:
+                hub = _hubs[loop] = _LoopSigchld(loop)
+            hub.watchers.append(self)
             self._loop = loop
+            self._closed = False
             if self._entries:
                 # Children may have exited while no loop listened.
                 loop.call_soon_threadsafe(self._check_all)
@@ -62,8 +112,6 @@ class LoopSigchldWatcher(WatcherBase):
     def is_active(self) -> bool:
         """True if attached to a running loop, or if the first registration will
         attach to the loop running now (none attached, or the attached one closed)."""
-        if self._closed:
-            return False
         if self._loop is None or self._loop.is_closed():
             return running_loop() is not None
         return self._loop.is_running()
@@ -71,15 +119,15 @@ class LoopSigchldWatcher(WatcherBase):
     def _detach(self) -> None:
         loop, self._loop = self._loop, None
         self._cancel_theft_check()
-        if loop is not None and not loop.is_closed():
-            # The loop's removal resets SIGCHLD to SIG_DFL: put back a Python
-            # handler installed after ours, or else the one ours replaced.
-            current = signal.getsignal(signal.SIGCHLD)
-            loop.remove_signal_handler(signal.SIGCHLD)
-            theirs = current if _is_foreign(current) else self._previous
-            if theirs is not None:
-                signal.signal(signal.SIGCHLD, theirs)
-        self._previous = None
+        if loop is None:
+            return
+        hub = _hubs.get(loop)
+        if hub is None or self not in hub.watchers:
+            return
+        hub.watchers.remove(self)
+        if not hub.watchers:
+            del _hubs[loop]
+            hub.remove(loop)
 
     def _release_resources(self) -> None:
         with self._lock:
@@ -103,15 +151,12 @@ class LoopSigchldWatcher(WatcherBase):
             call_soon_on(self._loop, self._check, entry.pid, entry)
 
     def _on_sigchld(self) -> None:
-        # Called in the loop's thread, once per signal byte: a scan that finds
-        # nothing costs one waitid().
+        # Called by the loop's shared handler: a scan that finds nothing costs one waitid().
         if self._closed:
             return
         self._scan()
         if self._entries and self._loop is not None:
             self._schedule_theft_check(self._loop)
-        if self._previous is not None:
-            self._previous(signal.SIGCHLD, None)  # the Python handler ours replaced
 
     def _after_loop_delivery(self) -> None:
         # A child reaped late (after its asyncio transport learnt the status)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import weakref
 from types import FrameType
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
 from .._loop_rules import refuse_sigchld
 from .._status import peek_any
@@ -16,13 +17,80 @@ from ._base import Entry, WatcherBase, check_loop, running_loop
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
 
+class _ProcessSigchld:
+    """The one ``signal.signal(SIGCHLD)`` handler shared by every MultiLoopChildWatcher.
+
+    A watcher joins when it first needs the handler (from the main thread)
+    and leaves when it is closed; the handler goes, and the one it replaced
+    comes back, when the last member leaves from the main thread (from another
+    thread it stays, dispatching to nobody, until then).  Members are held
+    weakly: an abandoned watcher that watches nothing is garbage-collected
+    (one with registered children is kept alive by :data:`_busy` until they are
+    delivered).  The member list is a tuple replaced whole, so the handler,
+    which may interrupt the main thread anywhere, reads it without a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # writers only; never taken by the handler
+        self._members: Tuple[weakref.ref[MultiLoopChildWatcher], ...] = ()
+        self._previous: _Handler = None
+        self._installed = False
+
+    def join(self, watcher: MultiLoopChildWatcher) -> None:
+        """Make ``watcher`` a member (call from the main thread)."""
+        with self._lock:
+            if not self._installed:
+                self._previous = signal.signal(signal.SIGCHLD, self._handle)
+                signal.siginterrupt(signal.SIGCHLD, False)
+                self._installed = True
+            self._members = (*self._live(None), weakref.ref(watcher))
+
+    def leave(self, watcher: MultiLoopChildWatcher) -> None:
+        """``watcher`` is no member any more; the last one out restores the handler."""
+        with self._lock:
+            self._members = self._live(watcher)
+            if self._members or not self._installed:
+                return
+            if threading.current_thread() is not threading.main_thread():
+                return  # signal.signal() works only there: the next leave in it restores
+            self._installed = False
+            # Restore the previous handler only if nobody replaced ours meanwhile.
+            if signal.getsignal(signal.SIGCHLD) == self._handle:
+                previous = signal.SIG_DFL if self._previous is None else self._previous
+                signal.signal(signal.SIGCHLD, previous)
+
+    def _live(
+        self, dropping: Optional[MultiLoopChildWatcher]
+    ) -> Tuple[weakref.ref[MultiLoopChildWatcher], ...]:
+        return tuple(ref for ref in self._members if ref() not in (None, dropping))
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        for ref in self._members:
+            watcher = ref()
+            if watcher is not None:
+                watcher._on_sigchld()
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+
+
+_process_sigchld = _ProcessSigchld()
+if hasattr(os, "register_at_fork"):  # another thread may hold its lock at fork
+    os.register_at_fork(after_in_child=lambda: setattr(_process_sigchld, "_lock", threading.Lock()))
+
+_busy: Set[MultiLoopChildWatcher] = set()
+"""Members with registered children: held here until those are delivered, as
+asyncio's signal handler held its watcher."""
+
+
 class MultiLoopChildWatcher(WatcherBase):
     """A ``signal.signal(SIGCHLD)`` handler shared by every loop and thread.
 
     The handler is installed from the main thread, by :meth:`attach_loop` or
-    the first registration, and restored by :meth:`close` (also from the main
-    thread).  Children can then be registered from any thread, with or
-    without a loop.  A child registered from a running loop is called back in
+    the first registration, and the previous one restored when the last
+    MultiLoop watcher is closed (from the main thread; see
+    :class:`_ProcessSigchld`).  Children can then be registered from any
+    thread, with or without a loop.  A child registered from a running loop is called back in
     that loop's thread; one registered outside any loop, in whichever thread
     finds its exit: the main thread's signal handler, a loop's thread scanning
     after a delivery there, or the registering thread if it had already
@@ -42,8 +110,7 @@ class MultiLoopChildWatcher(WatcherBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self._installed = False
-        self._previous: _Handler = None
+        self._installed = False  # a member of _process_sigchld
         self._scanning = threading.Lock()
         self._rescan = False
         self._theft_due = False  # a SIGCHLD arrived since every pid was last checked
@@ -53,23 +120,18 @@ class MultiLoopChildWatcher(WatcherBase):
         self._allowed: Callable[[], Optional[asyncio.AbstractEventLoop]] = lambda: None
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        """Install the SIGCHLD handler (``loop`` only validated: children are
+        delivered on the loop they were registered from).  Attaching a closed
+        watcher to a loop reopens it; ``attach_loop(None)`` does nothing."""
         loop = check_loop(loop)
         with self._lock:
-            self._check_open()
             if loop is not None:
                 refuse_sigchld(type(self).__name__, loop)
                 self._install()
+                self._closed = False
 
     def is_active(self) -> bool:
-        if self._closed:
-            return False
         return self._installed or threading.current_thread() is threading.main_thread()
-
-    def close(self) -> None:
-        """Close the watcher and restore the previous SIGCHLD handler (main thread only)."""
-        if self._installed and threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("MultiLoopChildWatcher.close() must be called from the main thread")
-        super().close()
 
     # Never call back from inside a signal handler: hand over to the loop.
     _dispatch = WatcherBase._dispatch_to_loop
@@ -87,18 +149,18 @@ class MultiLoopChildWatcher(WatcherBase):
                 "MultiLoopChildWatcher installs a process-wide SIGCHLD handler: "
                 "attach it, or register its first child, from the main thread"
             )
-        self._previous = signal.signal(signal.SIGCHLD, self._on_sigchld)
-        signal.siginterrupt(signal.SIGCHLD, False)
+        _process_sigchld.join(self)
         self._installed = True
 
     def _release_resources(self) -> None:
-        if not self._installed:
-            return
-        self._installed = False
-        # Restore the previous handler only if nobody replaced ours meanwhile.
-        if signal.getsignal(signal.SIGCHLD) == self._on_sigchld:
-            previous = signal.SIG_DFL if self._previous is None else self._previous
-            signal.signal(signal.SIGCHLD, previous)
+        _busy.discard(self)
+        if self._installed:
+            self._installed = False
+            _process_sigchld.leave(self)
+
+    def _unwatch(self, entry: Entry) -> None:
+        if not self._entries:
+            _busy.discard(self)
 
     def _watch(self, entry: Entry) -> None:
         loop = entry.loop
@@ -108,6 +170,7 @@ class MultiLoopChildWatcher(WatcherBase):
         self._install()
         self._probe(entry.pid)
         self._entries[entry.pid] = entry
+        _busy.add(self)
         if loop is None:
             self._loopless[entry.pid] = entry
 
@@ -126,13 +189,11 @@ class MultiLoopChildWatcher(WatcherBase):
         # A child that exited before it was registered raised no SIGCHLD we saw.
         self._check(pid)
 
-    def _on_sigchld(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _on_sigchld(self) -> None:
+        """Called by the shared handler, in the main thread between bytecodes."""
         if not self._closed:
             self._theft_due = True
             self._guarded_scan(None)
-        previous = self._previous
-        if callable(previous):
-            previous(signum, frame)
 
     def _after_loop_delivery(self) -> None:
         # The child just reaped in the loop's thread hid the exits behind it:
@@ -157,6 +218,9 @@ class MultiLoopChildWatcher(WatcherBase):
             finally:
                 self._scanning.release()
             if not self._rescan:
+                with self._lock:
+                    if not self._entries:
+                        _busy.discard(self)  # nothing left to deliver: collectable once abandoned
                 return
 
     def _scan(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> None:

@@ -50,8 +50,11 @@ class PidfdChildWatcher(WatcherBase):
     works on uvloop and other third-party loops too, and a registration
     costs one ``epoll_ctl`` instead of the loop's reader bookkeeping.
     Callbacks run in that loop's thread.  Every pidfd is closed when its
-    child is delivered or removed; the epolls when the watcher is closed (or
-    their loop is closed, at the next registration).
+    child is delivered or removed, and a loop's epoll when its last child
+    is (or the watcher is closed, or, for a loop closed with children still
+    registered, at the next registration): an idle watcher holds no fd.
+    The loop's reader holds the watcher while it has children there; one
+    garbage-collected with children of closed loops closes their fds.
     """
 
     def __init__(self) -> None:
@@ -60,11 +63,21 @@ class PidfdChildWatcher(WatcherBase):
         self._pollers: Dict[asyncio.AbstractEventLoop, _Poller] = {}
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
-        """Set the loop used for registrations made outside a running loop."""
+        """Set the loop used for registrations made outside a running loop
+        (None: only registrations from a running loop work).  Attaching a
+        closed watcher to a loop reopens it."""
         loop = check_loop(loop)
         with self._lock:
-            self._check_open()
             self._loop = loop
+            if loop is not None:
+                self._closed = False
+
+    def is_active(self) -> bool:
+        """True if a registration made here and now has a loop to watch it on."""
+        if running_loop() is not None:
+            return True
+        loop = self._loop
+        return loop is not None and not loop.is_closed()
 
     def _watch(self, entry: Entry) -> None:
         loop = entry.loop or self._loop
@@ -130,6 +143,15 @@ class PidfdChildWatcher(WatcherBase):
             finally:
                 if not kept:
                     os.close(fd)
+        self._drop_if_idle(poller)
+
+    def _drop_if_idle(self, poller: _Poller) -> None:
+        """Let ``poller`` go once it watches nothing: an idle watcher holds no fd."""
+        with self._lock:
+            if poller.by_fd or self._pollers.get(poller.loop) is not poller:
+                return
+            del self._pollers[poller.loop]  # a registration from now on makes a new one
+        _in_loop_thread(poller.loop, self._disarm, poller)
 
     def _stale(self, entry: Entry) -> bool:
         handle: Optional[Tuple[_Poller, int]] = entry.handle
@@ -144,6 +166,7 @@ class PidfdChildWatcher(WatcherBase):
             if poller.by_fd.get(fd) is entry:
                 del poller.by_fd[fd]
                 os.close(fd)  # which also takes it out of the epoll
+                self._drop_if_idle(poller)
 
     def _release_resources(self) -> None:
         with self._lock:
@@ -169,10 +192,21 @@ class PidfdChildWatcher(WatcherBase):
             poller.loop.remove_reader(poller.epoll.fileno())
         poller.epoll.close()
 
-    def _after_fork_in_child(self) -> None:
+    def _close_fds(self) -> None:
+        """Close every pidfd and epoll here and now, without telling any loop."""
         for poller in self._pollers.values():
             for fd in poller.by_fd:
                 os.close(fd)
+            poller.by_fd.clear()
             poller.epoll.close()
         self._pollers.clear()
+
+    def _after_fork_in_child(self) -> None:
+        self._close_fds()
         super()._after_fork_in_child()
+
+    def __del__(self) -> None:
+        # Unreachable: no open loop reads any of our epolls (it would hold us),
+        # so only pollers of closed loops can be left.
+        if getattr(self, "_pollers", None):
+            self._close_fds()

@@ -7,10 +7,53 @@ import collections
 import os
 import select
 import threading
-from typing import Any, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .._status import logger, wait_exit
-from ._base import Entry, WatcherBase, check_loop
+from ._base import Entry, WatcherBase, check_loop, read_exit
+
+_RETIRE_JOIN_TIMEOUT = 1.0
+"""Seconds a loop waits at most for a retiring waiter thread to end (it has
+nothing left to do but return)."""
+
+
+class _Waiter:
+    """One run of the waiter thread: its wake-up pipe and its queue of
+    ``(add?, entry)`` operations.  The thread owns every pidfd it polls and
+    ends when it polls nothing and nothing is queued; the next registration
+    starts a new run."""
+
+    __slots__ = ("ops", "thread", "wake_r", "wake_w")
+
+    def __init__(self, target: Callable[[_Waiter], None]) -> None:
+        self.ops: Deque[Tuple[bool, Entry]] = collections.deque()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.thread = threading.Thread(target=target, args=(self,), name="childwatch-threaded", daemon=True)
+        try:
+            self.thread.start()
+        except BaseException:
+            self.close_pipe()
+            raise
+
+    def queue(self, add: bool, entry: Entry) -> None:
+        self.ops.append((add, entry))
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the thread is already due to wake up
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close_pipe(self) -> None:
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
 
 class ThreadedChildWatcher(WatcherBase):
@@ -24,34 +67,31 @@ class ThreadedChildWatcher(WatcherBase):
     A child registered from a running loop is called back in that loop's
     thread; one registered outside any loop, in the waiter thread.  Either
     way the child is still a zombie while its callback runs: its pid cannot
-    be reused before the callback has returned.  :meth:`close`
-    stops the waiter thread and closes every pidfd; a per-child fallback
+    be reused before the callback has returned.  The waiter thread runs only
+    while there are children to wait for: an idle watcher holds no thread
+    and no fd, and while it has children the thread keeps it alive (an
+    abandoned watcher still delivers them).  :meth:`close` drops the
+    children and waits for the waiter thread to end; a per-child fallback
     thread ends when its child exits (it cannot be interrupted).
     :meth:`attach_loop` only validates its argument: no loop is needed.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._thread: Optional[threading.Thread] = None
-        self._wake_r = -1
-        self._wake_w = -1
-        self._stop = False
-        # (add?, entry) for the waiter thread, which owns every pidfd it polls.
-        self._ops: Deque[Tuple[bool, Entry]] = collections.deque()
+        self._waiter: Optional[_Waiter] = None  # the running waiter thread, if any
 
     _dispatch = WatcherBase._dispatch_to_loop
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         check_loop(loop)
-        with self._lock:
-            self._check_open()
 
     def _watch(self, entry: Entry) -> None:
         self._probe(entry.pid)
         fd = None
         try:
             fd = os.pidfd_open(entry.pid)
-            self._start_waiter()
+            if self._waiter is None:
+                self._waiter = _Waiter(self._run)
         except (AttributeError, OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
             if fd is not None:
                 os.close(fd)
@@ -64,59 +104,36 @@ class ThreadedChildWatcher(WatcherBase):
         entry.handle = fd
         self._entries[entry.pid] = entry
         if fd is not None:
-            self._queue(True, entry)
+            assert self._waiter is not None
+            self._waiter.queue(True, entry)
 
     def _unwatch(self, entry: Entry) -> None:
         if entry.handle is not None:
-            self._queue(False, entry)
+            # A polled entry is in the waiter's table or queue: it is running.
+            assert self._waiter is not None
+            self._waiter.queue(False, entry)
 
     def _release_resources(self) -> None:
-        thread = self._thread
-        if thread is None:
+        """Wait for the waiter thread, which ends now that close() unqueued
+        every child (unless another thread registers one meanwhile)."""
+        epoch = self._epoch
+        waiter = self._waiter
+        if waiter is None or waiter.thread is threading.current_thread():
             return
-        self._stop = True  # after close() queued its last op: nothing wakes us later
-        self._wake()
-        if thread is not threading.current_thread():
-            thread.join()
-
-    def _start_waiter(self) -> None:
-        if self._thread is not None:
-            return
-        wake_r, wake_w = os.pipe()
-        thread = threading.Thread(target=self._run, name="childwatch-threaded", daemon=True)
-        self._wake_r, self._wake_w = wake_r, wake_w
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        try:
-            thread.start()
-        except BaseException:
-            os.close(wake_r)
-            os.close(wake_w)
-            self._wake_r = self._wake_w = -1
-            raise
-        self._thread = thread
-
-    def _queue(self, add: bool, entry: Entry) -> None:
-        self._ops.append((add, entry))
-        self._wake()
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the thread is already due to wake up
+        while waiter.thread.is_alive() and self._closed and self._epoch == epoch:
+            waiter.thread.join(0.1)
 
     def _wait_one(self, entry: Entry) -> None:
         try:
             wait_exit(entry.pid)
         except ChildProcessError:
             pass  # reaped behind our back: _check reports it
-        self._check_reporting(entry)
+        self._reporting(entry, self._check, entry.pid, entry)
 
-    def _check_reporting(self, entry: Entry, pidfd: Optional[int] = None) -> None:
-        """_check in a thread of ours: even SystemExit from a callback is reported, not fatal."""
+    def _reporting(self, entry: Entry, deliver: Callable[..., object], *args: Any) -> None:
+        """``deliver(*args)`` in a thread of ours: even SystemExit from a callback is reported, not fatal."""
         try:
-            self._check(entry.pid, entry, pidfd)
+            deliver(*args)
         except BaseException as exc:
             self._report(entry, exc)
 
@@ -124,30 +141,30 @@ class ThreadedChildWatcher(WatcherBase):
         for entry in self._entries.values():
             if entry.handle is not None:
                 os.close(entry.handle)
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._thread, self._wake_r, self._wake_w, self._stop = None, -1, -1, False
-        self._ops.clear()
+        if self._waiter is not None:
+            self._waiter.close_pipe()  # its thread is not in this process
+            self._waiter = None
         super()._after_fork_in_child()
 
-    def _run(self) -> None:
+    def _run(self, waiter: _Waiter) -> None:
         # epoll's wait costs O(ready fds), poll's O(registered fds).
         poller: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(waiter.wake_r, select.POLLIN)
         polled: Dict[int, Entry] = {}
+        last = False
         try:
-            while True:
+            while not last:
+                exits = []
                 for fd, _ in poller.poll():
-                    if fd == self._wake_r:
-                        self._drain()
+                    if fd == waiter.wake_r:
+                        waiter.drain()
                         continue
                     entry = polled.pop(fd)
                     poller.unregister(fd)
-                    self._check_reporting(entry, fd)
+                    exits.append((entry, read_exit(entry.pid, fd)))  # a pidfd is readable once it exited
                     os.close(fd)
-                while self._ops:
-                    add, entry = self._ops.popleft()
+                while waiter.ops:
+                    add, entry = waiter.ops.popleft()
                     fd = entry.handle
                     if add:
                         polled[fd] = entry
@@ -156,20 +173,66 @@ class ThreadedChildWatcher(WatcherBase):
                         del polled[fd]
                         poller.unregister(fd)
                         os.close(fd)
-                if self._stop:
-                    return
-        finally:
+                last = not polled and self._retire(waiter)
+                if last:
+                    self._close_waiter(waiter, poller)  # before anyone learns the last statuses
+                self._deliver_batch(exits, waiter.thread if last else None)
+        except BaseException:
+            logger.exception("the waiter thread of %r failed; its children are no longer watched", self)
+            with self._lock:
+                if self._waiter is waiter:
+                    self._waiter = None
             for fd in polled:
                 os.close(fd)
-            if hasattr(poller, "close"):
-                poller.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = -1
+            if not last:
+                self._close_waiter(waiter, poller)
+            raise
 
-    def _drain(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+    def _deliver_batch(
+        self, exits: List[Tuple[Entry, Tuple[bool, Optional[int]]]], retiring: Optional[threading.Thread]
+    ) -> None:
+        """Deliver the exits one poll found.  From a ``retiring`` thread (this
+        batch is its last act), those for a loop are handed over whole, and the
+        loop joins the thread before delivering them: code that learns a status
+        there (a test checking for leaked threads after its last child, say)
+        finds the watcher idle, with no thread and no fd."""
+        by_loop: Dict[asyncio.AbstractEventLoop, List[Tuple[Entry, Optional[int]]]] = {}
+        for entry, (exited, returncode) in exits:
+            if not exited:
+                continue
+            if retiring is not None and entry.loop is not None:
+                by_loop.setdefault(entry.loop, []).append((entry, returncode))
+            else:
+                self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
+        for loop, batch in by_loop.items():
+            assert retiring is not None
+            try:
+                loop.call_soon_threadsafe(self._deliver_after, retiring, batch)
+            except RuntimeError:  # the loop closed: deliver here, as _dispatch_to_loop does
+                for entry, returncode in batch:
+                    self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
+
+    def _deliver_after(self, thread: threading.Thread, batch: List[Tuple[Entry, Optional[int]]]) -> None:
+        """In the loop's thread: wait for ``thread`` to end (it only returns
+        now; bounded all the same), then deliver ``batch``."""
+        thread.join(_RETIRE_JOIN_TIMEOUT)
+        for entry, returncode in batch:
+            claimed = self._claim(entry.pid, entry)
+            if claimed is not None:
+                self._deliver_in_loop(claimed, returncode, returncode is not None)
+
+    def _retire(self, waiter: _Waiter) -> bool:
+        """True if ``waiter``'s thread may end: nothing is queued for it (and
+        nothing can be: :meth:`_watch` queues under the lock, or starts a new one)."""
+        with self._lock:
+            if waiter.ops:
+                return False
+            if self._waiter is waiter:
+                self._waiter = None
+            return True
+
+    @staticmethod
+    def _close_waiter(waiter: _Waiter, poller: Any) -> None:
+        if hasattr(poller, "close"):
+            poller.close()
+        waiter.close_pipe()
