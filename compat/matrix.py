@@ -5,14 +5,15 @@
 
 For each Python it makes a fresh venv (``.matrix/venv-X.Y``), installs
 childwatch with its test extras and every optional loop that installs there,
-runs pytest with a JUnit report, and finally writes ``compat/MATRIX.md`` and
-``compat/matrix.json`` from those reports: which watcher works on which loop
+runs pytest with a JUnit report, then CPython's own ``test_subprocess`` with
+each watcher plugged in (``compat/cpython_suite.py``), and finally writes
+``compat/MATRIX.md`` and ``compat/matrix.json`` from those reports: which watcher works on which loop
 and Python, with the reason for every cell that is not a pass.  Pythons 3.9–3.13
 come from pyenv or PATH; 3.14 and 3.15, when missing, from a Debian sid chroot
 that ``compat/sid.sh`` provisions.  ruff and ``mypy --strict`` run once.
 
 Exit status 0 only if every Python was found, ran at least one test, and
-failed none, and the linters passed.
+failed none, CPython's suite failed and errored nowhere, and the linters passed.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
     code = run(
         [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], cwd=REPO
     )
+    run([vpy, str(REPO / "compat" / "cpython_suite.py"), f"--json={WORK / f'cpython-{version}.json'}"], cwd=REPO)
     return code, f"{platform.python_implementation()} from {python}"
 
 
@@ -102,6 +104,7 @@ def test_sid(version: str, pytest_args: List[str]) -> Tuple[int, str]:
         [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args],
         env=env,
     )
+    run([*sid, "python", "compat/cpython_suite.py", f"--json=/src/.matrix/cpython-{version}.json"], env=env)
     return code, "Debian sid chroot (compat/sid.sh)"
 
 
@@ -178,6 +181,31 @@ API_RULES: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = {
 }
 
 
+def read_cpython_suite(path: Path) -> Dict[str, Any]:
+    """compat/cpython_suite.py's results per watcher ({} if it did not run)."""
+    if not path.exists():
+        return {}
+    watchers: Dict[str, Any] = json.loads(path.read_text())["watchers"]
+    return watchers
+
+
+def cpython_suite_ok(results: Dict[str, Any]) -> bool:
+    return set(results) == set(WATCHERS) and all(
+        r["run"] > 0 and r["failures"] == 0 and r["errors"] == 0 for r in results.values()
+    )
+
+
+def render_suite_cell(r: Optional[Dict[str, Any]]) -> str:
+    if r is None:
+        return "**not run**"
+    text = f"{r['run']} run, {r['failures']} failed, {r['errors']} errors, {r['skipped']} skipped"
+    if r["failures"] or r["errors"] or not r["run"]:
+        text = f"**FAIL**: {text}; " + "; ".join(r.get("problems", []))[:300]
+    elif r.get("skip_reasons"):
+        text += " (" + "; ".join(r["skip_reasons"]) + ")"
+    return text
+
+
 def watcher_cell(cases: List[Dict[str, str]], loop: str, watcher: str) -> Dict[str, Any]:
     if loop == "trio-asyncio":
         # One test in its own process watches a child with every watcher on trio-asyncio.
@@ -238,6 +266,21 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
         for version, res in data["pythons"].items():
             row = [render_cell(res["watchers"][f"{loop}/{w}"]) for w in WATCHERS]
             lines.append(f"| {version} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "## CPython's own test_subprocess, with each childwatch watcher plugged in",
+        "",
+        "`compat/cpython_suite.py`: the interpreter's `test.test_asyncio.test_subprocess` watcher tests,",
+        "through asyncio's policy on 3.9–3.13 as the module plugs in asyncio's watchers, through",
+        "`childwatch.set_child_watcher(watcher, loop)` on 3.14+ (its docstring says exactly how).",
+        "A test that leaves a thread or a child behind counts as failed (regrtest's \"env changed\").",
+        "",
+        "| Python | " + " | ".join(WATCHERS) + " |",
+        "|---|" + "---|" * len(WATCHERS),
+    ]
+    for version, res in data["pythons"].items():
+        suite = res.get("cpython_suite", {})
+        lines.append(f"| {version} | " + " | ".join(render_suite_cell(suite.get(w)) for w in WATCHERS) + " |")
     for api, per_loop in API_RULES.items():
         lines += ["", f"## API: {api}", "", "| Python | " + " | ".join(per_loop) + " |"]
         lines.append("|---|" + "---|" * len(per_loop))
@@ -277,6 +320,9 @@ def main() -> int:
     for version in args.versions.split(","):
         started = time.monotonic()
         junit = WORK / f"junit-{version}.xml"
+        suite = WORK / f"cpython-{version}.json"
+        if not args.report_only:
+            suite.unlink(missing_ok=True)
         python = find_python(version)
         if args.report_only:
             code, interpreter = (0, "(saved report)") if junit.exists() else (1, "no saved report")
@@ -292,10 +338,16 @@ def main() -> int:
             continue
         cases = read_junit(junit) if junit.exists() and code in (0, 1) else []
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
+        cpython = read_cpython_suite(suite)
         passed = code == 0 and counts["passed"] > 0 and counts["failed"] == 0
-        ok &= passed
+        suite_ok = cpython_suite_ok(cpython)
+        ok &= passed and suite_ok
+        result = "pass" if passed else f"FAIL (pytest exit {code})"
+        if not suite_ok:
+            result += "; CPython's test_subprocess: FAIL"
         results[version] = {
-            "result": "pass" if passed else f"FAIL (pytest exit {code})",
+            "result": result,
+            "cpython_suite": cpython,
             "interpreter": interpreter,
             "seconds": round(time.monotonic() - started),
             "cases": cases,

@@ -40,8 +40,11 @@ with warnings.catch_warnings():
           False if there was none.
         * ``attach_loop(loop)`` attaches the watcher to ``loop`` (or detaches
           it when ``loop`` is None), detaching it from any previous loop first.
-        * ``close()`` releases every resource the watcher holds.
-        * ``is_active()`` tells whether the watcher can watch children now.
+        * ``close()`` stops watching and releases every resource the watcher
+          holds, any number of times.  The watcher stays usable, as asyncio's
+          did: ``attach_loop(loop)`` or ``add_child_handler()`` reopens it
+          (children registered before the close are never delivered).
+        * ``is_active()`` tells whether a registration made now would be watched.
         * The watcher is a context manager: ``__enter__`` returns it.
 
         ``returncode`` is the exit code (0–255), or ``-N`` for a child killed

@@ -34,10 +34,10 @@ class _LoopSigchld:
     when it goes (so is one installed after it).
     """
 
-    __slots__ = ("previous", "watchers")
+    __slots__ = ("__weakref__", "loop", "previous", "watchers")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # No reference to the loop: it is the key of this hub in _hubs.
+        self.loop = weakref.ref(loop)
         self.watchers: List[LoopSigchldWatcher] = []
         previous = signal.getsignal(signal.SIGCHLD)
         loop.add_signal_handler(signal.SIGCHLD, self._dispatch)
@@ -64,8 +64,16 @@ class _LoopSigchld:
             signal.signal(signal.SIGCHLD, theirs)
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSigchld] = weakref.WeakKeyDictionary()
-"""The shared handler of each loop with a Safe/Fast watcher attached (main thread only)."""
+_hubs: weakref.WeakValueDictionary[int, _LoopSigchld] = weakref.WeakValueDictionary()
+"""The shared handler of each loop with a Safe/Fast watcher attached, by ``id(loop)``
+(main thread only).  Only the loop's signal handler holds a hub: once the loop
+drops it (``loop.close()``, or the loop is collected) the hub goes, and with
+it the hold on its watchers."""
+
+
+def _hub_of(loop: asyncio.AbstractEventLoop) -> Optional[_LoopSigchld]:
+    hub = _hubs.get(id(loop))
+    return hub if hub is not None and hub.loop() is loop else None
 
 
 class LoopSigchldWatcher(WatcherBase):
@@ -99,9 +107,9 @@ class LoopSigchldWatcher(WatcherBase):
             self._detach()
             if loop is None:
                 return
-            hub = _hubs.get(loop)
+            hub = _hub_of(loop)
             if hub is None:
-                hub = _hubs[loop] = _LoopSigchld(loop)
+                hub = _hubs[id(loop)] = _LoopSigchld(loop)
             hub.watchers.append(self)
             self._loop = loop
             self._closed = False
@@ -121,12 +129,12 @@ class LoopSigchldWatcher(WatcherBase):
         self._cancel_theft_check()
         if loop is None:
             return
-        hub = _hubs.get(loop)
+        hub = _hub_of(loop)
         if hub is None or self not in hub.watchers:
             return
         hub.watchers.remove(self)
         if not hub.watchers:
-            del _hubs[loop]
+            del _hubs[id(loop)]
             hub.remove(loop)
 
     def _release_resources(self) -> None:
