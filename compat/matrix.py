@@ -87,7 +87,10 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
     code = run(
         [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], cwd=REPO
     )
-    run([vpy, str(REPO / "compat" / "cpython_suite.py"), f"--json={WORK / f'cpython-{version}.json'}"], cwd=REPO)
+    run(
+        [vpy, str(REPO / "compat" / "cpython_suite.py"), f"--json={WORK / f'cpython-{version}.json'}"],
+        cwd=REPO,
+    )
     return code, f"{platform.python_implementation()} from {python}"
 
 
@@ -271,9 +274,9 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
         "## CPython's own test_subprocess, with each childwatch watcher plugged in",
         "",
         "`compat/cpython_suite.py`: the interpreter's `test.test_asyncio.test_subprocess` watcher tests,",
-        "through asyncio's policy on 3.9–3.13 as the module plugs in asyncio's watchers, through",
+        "through asyncio's policy on 3.9-3.13 as the module plugs in asyncio's watchers, through",
         "`childwatch.set_child_watcher(watcher, loop)` on 3.14+ (its docstring says exactly how).",
-        "A test that leaves a thread or a child behind counts as failed (regrtest's \"env changed\").",
+        'A test that leaves a thread or a child behind counts as failed (regrtest\'s "env changed").',
         "",
         "| Python | " + " | ".join(WATCHERS) + " |",
         "|---|" + "---|" * len(WATCHERS),
