@@ -10,6 +10,19 @@ yet reaped is "delivering"; registering its pid again is refused, because its
 status already went to the earlier callback.  Scans that meet a delivering
 zombie stop there: its reap scans again (:meth:`WatcherBase._after_loop_delivery`).
 
+Popen rule (all watchers): a :class:`subprocess.Popen` among the callback's
+arguments, or the ``_proc`` of an asyncio subprocess transport, is evidence
+about the child that the pid alone is not.  If it already holds a returncode
+when the child is delivered, the Popen reaped the child itself
+(``send_signal()`` polls first): that is the status delivered, and the pid,
+which may already belong to a newcomer, is neither read nor reaped.  Else the
+Popen is given the status before the callback runs, so that it never waits
+on the pid again (it would reap the zombie the watcher still holds).  And a
+registration of a pid whose registered (or delivering) child is provably
+another process -- its Popen holds a returncode, or the new registration
+carries a different Popen for the same pid -- first delivers (or forgets)
+the old one instead of replacing it: see :meth:`WatcherBase.add_child_handler`.
+
 Lifecycle rule (all watchers, as asyncio's namesakes behave and as asyncio's
 policy and CPython's own tests use them): :meth:`WatcherBase.close` stops
 watching and releases every resource, but the object stays usable.  A closed
@@ -28,7 +41,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
 from .._status import PID_MAX, logger, not_a_child, peek, peek_any, peek_pidfd, reaped_elsewhere, release
@@ -47,7 +60,7 @@ def read_exit(pid: int, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int
 class Entry:
     """One registered child: its callback, arguments and watcher-specific handle."""
 
-    __slots__ = ("args", "callback", "epoch", "handle", "loop", "pid")
+    __slots__ = ("args", "callback", "epoch", "handle", "hop", "loop", "pid", "reap_queued")
 
     def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...], epoch: int) -> None:
         self.pid = pid
@@ -58,24 +71,39 @@ class Entry:
         self.loop = running_loop()
         """The loop running where the child was registered, if any."""
         self.handle: Any = None
+        # Once claimed (in WatcherBase._delivering): the loop its delivery, then its reap, was handed to.
+        self.hop: Optional[asyncio.AbstractEventLoop] = None
+        self.reap_queued = False
+        """Claimed, called back, its reap queued on ``hop`` (see WatcherBase._reap_after_transport)."""
 
 
-def status_collected_by_popen(entry: Entry) -> Optional[int]:
-    """The returncode a :class:`subprocess.Popen` among the callback's arguments
-    (or the ``_proc`` of an asyncio subprocess transport) already collected for
-    this child, or None.
-
-    ``Popen.send_signal()`` polls first: a ``kill()`` racing with the child's
-    exit reaps the child itself.  The real status is then on the Popen, and is
-    delivered instead of 255.
-    """
-    for arg in entry.args:
+def popen_of(pid: int, args: Tuple[Any, ...]) -> Optional[subprocess.Popen[Any]]:
+    """The :class:`subprocess.Popen` of child ``pid`` among a callback's arguments
+    (itself, or the ``_proc`` of an asyncio subprocess transport), or None."""
+    for arg in args:
         for candidate in (arg, getattr(arg, "_proc", None)):
-            if isinstance(candidate, subprocess.Popen) and candidate.pid == entry.pid:
-                returncode = candidate.returncode
-                if isinstance(returncode, int):
-                    return returncode
+            if isinstance(candidate, subprocess.Popen) and candidate.pid == pid:
+                return candidate
     return None
+
+
+def collected_by(popen: Optional[subprocess.Popen[Any]]) -> Optional[int]:
+    """The returncode ``popen`` holds (it reaped its child, or was told), or None."""
+    returncode = None if popen is None else popen.returncode
+    return returncode if isinstance(returncode, int) else None
+
+
+def another_process(old: Entry, args: Tuple[Any, ...]) -> bool:
+    """True if ``old``'s child is provably not the process a registration of the
+    same pid with ``args`` is for: its Popen holds a returncode (it is gone), or
+    ``args`` carry a different Popen (one Popen is one process)."""
+    before = popen_of(old.pid, old.args)
+    if before is None:
+        return False  # a bare pid: nothing tells (see the README's "Not promised")
+    if collected_by(before) is not None:
+        return True
+    now = popen_of(old.pid, args)
+    return now is not None and now is not before
 
 
 _STDLIB_SCHEDULES_EXIT = sys.version_info < (3, 14)
@@ -166,10 +194,8 @@ class WatcherBase(AbstractChildWatcher):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._entries: Dict[int, Entry] = {}
-        # Claimed, not yet reaped: pid -> the loop its delivery was handed to.
-        self._delivering: Dict[int, Optional[asyncio.AbstractEventLoop]] = {}
-        # Of those, the ones whose callback ran and whose reap is queued on that loop.
-        self._reap_queued: Set[int] = set()
+        # Claimed, not yet reaped (see Entry.hop and Entry.reap_queued).
+        self._delivering: Dict[int, Entry] = {}
         # The pending check for children reaped behind our back: (its loop, its timer).
         self._theft_timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = None
         self._closed = False  # close() was called and nothing reopened the watcher since
@@ -184,7 +210,6 @@ class WatcherBase(AbstractChildWatcher):
         self._lock = threading.RLock()  # another thread may have held it at fork
         self._entries.clear()
         self._delivering.clear()
-        self._reap_queued.clear()
         self._theft_timer = None
 
     def __repr__(self) -> str:
@@ -200,30 +225,53 @@ class WatcherBase(AbstractChildWatcher):
         ValueError for a pid out of range, and :class:`ChildProcessError`
         when ``pid`` is not a child of this process (or its status was
         already collected).  Registering a pid that is already registered
-        replaces its callback and arguments.  On a closed watcher it reopens
-        the watcher (see the lifecycle rule in this module's docstring).
+        replaces its callback and arguments -- unless the registered child is
+        provably another process (:func:`another_process`: pids are reused at
+        once on a busy machine): then the old entry is delivered first, with
+        the status its Popen holds (or 255 and a warning), and the new one is
+        registered.  On a closed watcher it reopens the watcher (see the
+        lifecycle rule in this module's docstring).
         """
         if type(pid) is not int or not 0 < pid <= PID_MAX:
             check_pid(pid)  # raises the precise error
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        with self._lock:
-            entry = self._entries.get(pid)
-            if entry is not None and self._stale(entry):
-                del self._entries[pid]  # its loop closed: watch it afresh
-                self._unwatch(entry)
-                entry = None
-            if entry is not None:
-                entry.callback, entry.args = callback, args
-                return
-            if pid in self._delivering:
-                hop = self._delivering[pid]
-                if hop is None or not hop.is_closed() or pid in self._reap_queued:
-                    raise not_a_child(pid)
-                del self._delivering[pid]  # handed to a loop that closed first: never delivered
-            entry = Entry(pid, callback, args, self._epoch)
-            self._watch(entry)
-            self._closed = False  # reopened, now that the registration held
+        gone = None
+        try:
+            with self._lock:
+                entry = self._entries.get(pid)
+                if entry is not None and self._stale(entry):
+                    del self._entries[pid]  # its loop closed: watch it afresh
+                    self._unwatch(entry)
+                    entry = None
+                if entry is not None and another_process(entry, args):
+                    gone = self._claim(pid, entry)
+                    if gone is not None:
+                        self._unwatch(gone)
+                    entry = None
+                if entry is not None:
+                    entry.callback, entry.args = callback, args
+                    return
+                self._register(pid, callback, args)
+        finally:
+            if gone is not None:
+                self._dispatch(gone, None, reap=False)  # the Popen rule gives it its status
+
+    def _register(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...]) -> None:
+        """A new entry for ``pid``, which has none (lock held)."""
+        delivering = self._delivering.get(pid)
+        if delivering is not None and another_process(delivering, args):
+            # Its status went out; someone reaped it before we did, and the
+            # pid is this newcomer's now: its queued reap must not touch it.
+            del self._delivering[pid]
+        elif delivering is not None:
+            hop = delivering.hop
+            if hop is None or not hop.is_closed() or delivering.reap_queued:
+                raise not_a_child(pid)
+            del self._delivering[pid]  # handed to a loop that closed first: never delivered
+        entry = Entry(pid, callback, args, self._epoch)
+        self._watch(entry)
+        self._closed = False  # reopened, now that the registration held
 
     def remove_child_handler(self, pid: int) -> bool:
         """Stop watching ``pid``; True if it was registered.  The child is not reaped.
@@ -298,7 +346,8 @@ class WatcherBase(AbstractChildWatcher):
             # it in) may have claimed it since the get.
             if self._entries.pop(pid, None) is not current:
                 return None
-            self._delivering[pid] = current.loop
+            current.hop = current.loop
+            self._delivering[pid] = current
             return current
 
     def _dispatch_to_loop(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
@@ -328,30 +377,41 @@ class WatcherBase(AbstractChildWatcher):
     def _deliver(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
         """Call the claimed entry's callback, then reap the child.
 
-        ``returncode`` None: someone else reaped the child.  What a Popen among
-        the arguments collected is looked up only now, in the delivering
-        thread: a signal handler may have interrupted that very Popen between
-        its ``waitpid()`` and its storing of the status.
+        ``returncode`` None: someone else reaped the child.  The Popen rule
+        (module docstring) is applied only now, in the delivering thread: a
+        signal handler may have interrupted that very Popen between its
+        ``waitpid()`` and its storing of the status, and a task may have made
+        it reap the child since the status was read.
         """
         if entry.epoch != self._epoch:
             # close() dropped it: no callback any more; the child is left to the caller.
-            with self._lock:
-                self._delivering.pop(entry.pid, None)
+            self._finish(entry, reap=False)
             return
+        popen = popen_of(entry.pid, entry.args)
+        collected = collected_by(popen)
+        if collected is not None:
+            returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
+        elif popen is not None and returncode is not None:
+            popen.returncode = returncode  # so that it never waits on the pid we still hold
         if returncode is None:
-            returncode = status_collected_by_popen(entry)
-            if returncode is None:
-                returncode = reaped_elsewhere(entry.pid)
+            returncode = reaped_elsewhere(entry.pid)
         try:
             entry.callback(entry.pid, returncode, *entry.args)
         except Exception as exc:
             self._report(entry, exc)
         finally:
             if not (reap and _STDLIB_SCHEDULES_EXIT and self._reap_after_transport(entry)):
-                if reap:
-                    release(entry.pid)
-                with self._lock:
-                    self._delivering.pop(entry.pid, None)
+                self._finish(entry, reap)
+
+    def _finish(self, entry: Entry, reap: bool) -> None:
+        """``entry`` is done: reap its child if ``reap`` and the pid is still
+        this entry's (a newcomer may own it by now: :meth:`_register`)."""
+        with self._lock:
+            if self._delivering.get(entry.pid) is not entry:
+                return
+            del self._delivering[entry.pid]
+            if reap:
+                release(entry.pid)
 
     _dispatch = _deliver
     """Deliver a claimed entry (in the thread that saw the exit, unless a
@@ -376,28 +436,32 @@ class WatcherBase(AbstractChildWatcher):
         ):
             return False
         with self._lock:
-            self._delivering[entry.pid] = loop
-            self._reap_queued.add(entry.pid)
+            if self._delivering.get(entry.pid) is not entry:
+                return False  # its pid went to a newcomer: _finish leaves it alone
+            entry.hop, entry.reap_queued = loop, True
         try:
-            call_soon_on(loop, self._reap_deferred, entry.pid, transport, _REAP_WAIT_ITERATIONS)
+            call_soon_on(loop, self._reap_deferred, entry, transport, _REAP_WAIT_ITERATIONS)
         except RuntimeError:  # the loop is closed: nobody will learn more
             with self._lock:
-                self._reap_queued.discard(entry.pid)
+                entry.reap_queued = False
             return False
         return True
 
-    def _reap_deferred(self, pid: int, transport: asyncio.SubprocessTransport, iterations_left: int) -> None:
+    def _reap_deferred(
+        self, entry: Entry, transport: asyncio.SubprocessTransport, iterations_left: int
+    ) -> None:
         """In the transport's loop: reap once the transport knows the returncode
-        (or after :data:`_REAP_WAIT_ITERATIONS` loop iterations, whatever happens)."""
+        (or after :data:`_REAP_WAIT_ITERATIONS` loop iterations, whatever happens),
+        unless the entry is no longer delivering: a scan reaped it (its loop
+        being closed), or its pid went to a newcomer (:meth:`add_child_handler`)."""
         if transport.get_returncode() is None and iterations_left > 0:
-            asyncio.get_running_loop().call_soon(self._reap_deferred, pid, transport, iterations_left - 1)
+            asyncio.get_running_loop().call_soon(self._reap_deferred, entry, transport, iterations_left - 1)
             return
         with self._lock:
-            if pid not in self._reap_queued:
-                return  # a scan reaped it, its loop being closed
-            self._reap_queued.discard(pid)
-            self._delivering.pop(pid, None)
-        release(pid)
+            if self._delivering.get(entry.pid) is not entry or not entry.reap_queued:
+                return
+            del self._delivering[entry.pid]
+            release(entry.pid)
         self._after_loop_delivery()
 
     def _in_flight(self, pid: int) -> bool:
@@ -409,13 +473,13 @@ class WatcherBase(AbstractChildWatcher):
         delivering it stays, to be registered again.
         """
         with self._lock:
-            if pid not in self._delivering:
+            entry = self._delivering.get(pid)
+            if entry is None:
                 return False
-            hop = self._delivering[pid]
-            if hop is None or not hop.is_closed() or pid not in self._reap_queued:
+            hop = entry.hop
+            if hop is None or not hop.is_closed() or not entry.reap_queued:
                 return True
             del self._delivering[pid]
-            self._reap_queued.discard(pid)
         release(pid)
         return False
 
@@ -425,6 +489,13 @@ class WatcherBase(AbstractChildWatcher):
         With ``pidfd``, the status is read through it: a child reaped behind our
         back is then told apart from a new process that reused its pid.
         """
+        if entry is None:
+            with self._lock:
+                entry = self._entries.get(pid)
+        if entry is not None and collected_by(popen_of(pid, entry.args)) is not None:
+            # Its Popen reaped it: the pid may be a newcomer's, running or not.
+            self._deliver_exit(pid, entry, None)
+            return True
         exited, returncode = read_exit(pid, pidfd)
         if exited:
             self._deliver_exit(pid, entry, returncode)
