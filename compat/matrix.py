@@ -35,8 +35,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".matrix"
-VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
-SID_VERSIONS = {"3.14", "3.15"}
+VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15", "pypy3.9", "pypy3.11"]
+SID_VERSIONS = {"3.14": "3.14", "3.15": "3.15", "pypy3.11": "pypy3"}
+"""The Pythons that come from the sid chroot when the host lacks them: version -> sid.sh's name."""
+HOST_APT = {"pypy3.9": "pypy3 pypy3-venv"}
+"""Debian packages that give the host (Debian bookworm) the Python of that version."""
 EXTRAS = "test,uvloop,trio,trio-asyncio"
 LOOPS = ["asyncio", "uvloop", "trio-asyncio", "trio"]
 WATCHERS = ["Safe", "Fast", "MultiLoop", "Threaded", "Pidfd"]
@@ -47,23 +50,45 @@ def log(message: str) -> None:
     print(f"matrix: {message}", flush=True)
 
 
+def is_pypy(version: str) -> bool:
+    return version.startswith("pypy")
+
+
 def find_python(version: str) -> Optional[str]:
-    """A host interpreter for ``version``: pyenv first, then PATH."""
-    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    found = sorted(
-        glob.glob(f"{root}/versions/{version}.*/bin/python"),
-        key=lambda p: [int(x) for x in re.findall(r"\d+", Path(p).parent.parent.name)],
-    )
-    candidates = found[-1:] + [p for p in [shutil.which(f"python{version}")] if p]
+    """A host interpreter for ``version`` ("3.X": CPython, pyenv first, then PATH;
+    "pypy3.X": PyPy on PATH)."""
+    if is_pypy(version):
+        candidates = [p for p in [shutil.which(version), shutil.which("pypy3")] if p]
+    else:
+        root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+        found = sorted(
+            glob.glob(f"{root}/versions/{version}.*/bin/python"),
+            key=lambda p: [int(x) for x in re.findall(r"\d+", Path(p).parent.parent.name)],
+        )
+        candidates = found[-1:] + [p for p in [shutil.which(f"python{version}")] if p]
     for candidate in candidates:
         probe = subprocess.run(
-            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            [candidate, "-c", "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])"],
             capture_output=True,
             text=True,
         )
-        if probe.returncode == 0 and probe.stdout.strip() == version:
+        implementation, _, found_version = probe.stdout.strip().partition(" ")
+        wanted = ("pypy", version[4:]) if is_pypy(version) else ("cpython", version)
+        if probe.returncode == 0 and (implementation, found_version) == wanted:
             return candidate
     return None
+
+
+def install_host_python(version: str) -> Optional[str]:
+    """Install ``version`` from the host's Debian packages (root only), if it has them."""
+    packages = HOST_APT.get(version)
+    if packages is None or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if run(["apt-get", "install", "-y", "-q", *packages.split()], env=env) != 0:
+        run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", *packages.split()], env=env)
+    return find_python(version)
 
 
 def run(cmd: List[str], **kwargs: Any) -> int:
@@ -77,38 +102,48 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
         return 1, "venv creation failed"
     vpy = str(venv / "bin" / "python")
     run([vpy, "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    if run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[{EXTRAS}]"]) != 0:
-        # An optional loop that does not install here must not hide the rest.
-        if run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[test]"]) != 0:
-            return 1, "pip install failed"
-        for extra in EXTRAS.split(",")[1:]:
-            run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[{extra}]"])
+    if not install_extras(lambda spec: run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[{spec}]"])):
+        return 1, "pip install failed"
     junit = WORK / f"junit-{version}.xml"
     code = run(
         [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], cwd=REPO
     )
-    run(
-        [vpy, str(REPO / "compat" / "cpython_suite.py"), f"--json={WORK / f'cpython-{version}.json'}"],
-        cwd=REPO,
-    )
-    return code, f"{platform.python_implementation()} from {python}"
+    if not is_pypy(version):
+        run(
+            [vpy, str(REPO / "compat" / "cpython_suite.py"), f"--json={WORK / f'cpython-{version}.json'}"],
+            cwd=REPO,
+        )
+    kind = "PyPy" if is_pypy(version) else "CPython"
+    return code, f"{kind} from {python}"
+
+
+def install_extras(pip_install: Any) -> bool:
+    """``pip_install(extras)`` with every extra, or else ``test`` and then each
+    optional loop alone: one that does not install here must not hide the rest."""
+    if pip_install(EXTRAS) == 0:
+        return True
+    if pip_install("test") != 0:
+        return False
+    for extra in EXTRAS.split(",")[1:]:
+        pip_install(extra)
+    return True
 
 
 def test_sid(version: str, pytest_args: List[str]) -> Tuple[int, str]:
-    env = dict(os.environ, CHILDWATCH_SID_PIP=f"-q -e /src[{EXTRAS}]")
-    sid = ["bash", str(REPO / "compat" / "sid.sh"), version]
-    if run([*sid, "true"], env=env) != 0:
-        env["CHILDWATCH_SID_PIP"] = "-q -e /src[test,uvloop,trio]"
-        if run([*sid, "true"], env=env) != 0:
-            return 1, "provisioning or pip install in the sid chroot failed"
-    env.pop("CHILDWATCH_SID_PIP")
+    sid = ["bash", str(REPO / "compat" / "sid.sh"), SID_VERSIONS[version]]
+
+    def pip_install(spec: str) -> int:
+        return run([*sid, "true"], env=dict(os.environ, CHILDWATCH_SID_PIP=f"-q -e /src[{spec}]"))
+
+    if not install_extras(pip_install):
+        return 1, "provisioning or pip install in the sid chroot failed"
     junit = f"/src/.matrix/junit-{version}.xml"
     code = run(
-        [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args],
-        env=env,
+        [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args]
     )
-    run([*sid, "python", "compat/cpython_suite.py", f"--json=/src/.matrix/cpython-{version}.json"], env=env)
-    return code, "Debian sid chroot (compat/sid.sh)"
+    if not is_pypy(version):
+        run([*sid, "python", "compat/cpython_suite.py", f"--json=/src/.matrix/cpython-{version}.json"])
+    return code, f"{'PyPy' if is_pypy(version) else 'CPython'} from the Debian sid chroot (compat/sid.sh)"
 
 
 def read_junit(path: Path) -> List[Dict[str, str]]:
@@ -282,6 +317,8 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
         "|---|" + "---|" * len(WATCHERS),
     ]
     for version, res in data["pythons"].items():
+        if is_pypy(version):
+            continue  # CPython's test package is CPython's
         suite = res.get("cpython_suite", {})
         lines.append(f"| {version} | " + " | ".join(render_suite_cell(suite.get(w)) for w in WATCHERS) + " |")
     for api, per_loop in API_RULES.items():
@@ -302,8 +339,44 @@ def lint() -> bool:
     ok = run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[lint,test,uvloop,trio]"]) == 0
     ok &= run([vpy, "-m", "ruff", "check", "src", "tests", "compat"], cwd=REPO) == 0
     ok &= run([vpy, "-m", "ruff", "format", "--check", "src", "tests", "compat", "bench"], cwd=REPO) == 0
-    ok &= run([vpy, "-m", "mypy", "--strict", "src/childwatch"], cwd=REPO) == 0
+    ok &= run([vpy, "-m", "mypy", "--strict"], cwd=REPO) == 0  # the files pyproject.toml names
     return ok
+
+
+def package() -> bool:
+    """Build the sdist and the wheel, check their metadata and contents, install
+    the wheel into a fresh venv and run the test suite of the sdist against it
+    (not against this checkout)."""
+    tools = WORK / "venv-package"
+    if not (tools / "bin" / "python").exists():
+        run([sys.executable, "-m", "venv", str(tools)])
+    tpy = str(tools / "bin" / "python")
+    dist = WORK / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    ok = run([tpy, "-m", "pip", "install", "-q", f"{REPO}[package]"]) == 0
+    ok = ok and run([tpy, "-m", "build", "--outdir", str(dist), str(REPO)]) == 0
+    wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
+    ok = ok and len(wheels) == len(sdists) == 1
+    ok = ok and run([tpy, "-m", "twine", "check", "--strict", *map(str, wheels + sdists)]) == 0
+    if not ok:
+        return False
+    unpacked = WORK / "sdist"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    shutil.unpack_archive(str(sdists[0]), str(unpacked))
+    (root,) = unpacked.iterdir()
+    for needed in ("LICENSE", "CHANGELOG.md", "README.md", "tests/conftest.py", ".ci/run"):
+        if not (root / needed).exists():
+            log(f"package: the sdist lacks {needed}")
+            return False
+    venv = WORK / "venv-wheel"
+    shutil.rmtree(venv, ignore_errors=True)
+    run([sys.executable, "-m", "venv", str(venv)])
+    vpy = str(venv / "bin" / "python")
+    if run([vpy, "-m", "pip", "install", "-q", f"childwatch[test,uvloop,trio] @ {wheels[0].as_uri()}"]) != 0:
+        return False
+    where = "import childwatch, sys; assert '/site-packages/' in childwatch.__file__, childwatch.__file__"
+    ok = run([vpy, "-c", where], cwd=root) == 0
+    return ok and run([vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], cwd=root) == 0
 
 
 def main() -> int:
@@ -312,6 +385,9 @@ def main() -> int:
     )
     parser.add_argument("--versions", default=",".join(VERSIONS))
     parser.add_argument("--no-lint", action="store_true")
+    parser.add_argument(
+        "--no-package", action="store_true", help="skip building and testing the sdist and wheel"
+    )
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the matrix from the last run's reports"
     )
@@ -326,7 +402,7 @@ def main() -> int:
         suite = WORK / f"cpython-{version}.json"
         if not args.report_only:
             suite.unlink(missing_ok=True)
-        python = find_python(version)
+        python = find_python(version) or (None if args.report_only else install_host_python(version))
         if args.report_only:
             code, interpreter = (0, "(saved report)") if junit.exists() else (1, "no saved report")
         elif python is not None:
@@ -343,7 +419,7 @@ def main() -> int:
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
         cpython = read_cpython_suite(suite)
         passed = code == 0 and counts["passed"] > 0 and counts["failed"] == 0
-        suite_ok = cpython_suite_ok(cpython)
+        suite_ok = is_pypy(version) or cpython_suite_ok(cpython)
         ok &= passed and suite_ok
         result = "pass" if passed else f"FAIL (pytest exit {code})"
         if not suite_ok:
@@ -365,6 +441,10 @@ def main() -> int:
         lint_ok = lint()
         log(f"lint: {'pass' if lint_ok else 'FAIL'}")
         ok &= lint_ok
+    if not args.no_package and not args.report_only:
+        package_ok = package()
+        log(f"package (sdist and wheel built, checked, the wheel tested): {'pass' if package_ok else 'FAIL'}")
+        ok &= package_ok
     for version, res in results.items():
         log(f"{version}: {res['result']}")
     return 0 if ok else 1

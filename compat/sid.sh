@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run a command under Python 3.14/3.15 from a Debian sid chroot.
+# Run a command under Python 3.14/3.15 or PyPy (pypy3) from a Debian sid chroot.
 #
-#   bash compat/sid.sh 3.14 CMD [ARGS...]   # run CMD in /src (= this repo)
+#   bash compat/sid.sh 3.14 CMD [ARGS...]   # run CMD in /src (= this repo); also 3.15, pypy3
 #   bash compat/sid.sh --teardown           # unmount everything (keeps chroot)
 #
 # Each run mounts /proc, /dev and /src (this checkout) in a private mount
@@ -16,7 +16,7 @@
 # The venv is /opt/venv-$VERSION inside the chroot; CMD sees it first on PATH.
 set -euo pipefail
 
-VERSIONS="3.14 3.15"
+VERSIONS="3.14 3.15 pypy3"
 ROOT=${CHILDWATCH_SID_ROOT:-/var/tmp/childwatch-sid}
 ROOT=${ROOT%/}
 STAMP="$ROOT/.childwatch-sid-provisioned"
@@ -71,8 +71,7 @@ provision() {
             || die "could not install debootstrap with apt-get"
     fi
     local pkgs="ca-certificates" v
-    # libpython3.X-testsuite: CPython's own test package (compat/cpython_suite.py).
-    for v in $VERSIONS; do pkgs+=",python$v,python$v-venv,libpython$v-testsuite"; done
+    for v in $VERSIONS; do pkgs+=",$(packages "$v" | tr ' ' ',')"; done
     log "debootstrapping Debian sid into $ROOT (takes ~30s+)"
     # shellcheck disable=SC2086  # optional mirror argument
     if ! debootstrap --variant=minbase --include="$pkgs" sid "$ROOT" ${CHILDWATCH_SID_MIRROR:-} >&2; then
@@ -81,12 +80,21 @@ provision() {
     touch "$STAMP"
 }
 
-# A chroot provisioned before the testsuite packages were asked for gets them
+# The interpreter of a version, and the Debian packages it needs
+# (libpython3.X-testsuite: CPython's own test package, for compat/cpython_suite.py).
+interpreter() { if [[ $1 == pypy3 ]]; then echo pypy3; else echo "python$1"; fi; }
+packages() {
+    if [[ $1 == pypy3 ]]; then echo "pypy3 pypy3-venv"; else echo "python$1 python$1-venv libpython$1-testsuite"; fi
+}
+
+# A chroot provisioned before some of those packages were asked for gets them
 # here (the sid index is a snapshot: its Valid-Until has passed).
-ensure_testsuite() {
-    local v missing=""
+ensure_packages() {
+    local v p missing=""
     for v in $VERSIONS; do
-        [[ -d "$ROOT/usr/lib/python$v/test/test_asyncio" ]] || missing+=" libpython$v-testsuite"
+        for p in $(packages "$v"); do
+            [[ -f "$ROOT/var/lib/dpkg/info/$p.list" || -f "$ROOT/var/lib/dpkg/info/$p:amd64.list" ]] || missing+=" $p"
+        done
     done
     [[ -z $missing ]] && return 0
     log "installing$missing in the chroot"
@@ -159,7 +167,7 @@ mount_once "$ROOT/proc" -t proc proc
 mount_once "$ROOT/dev" --bind /dev
 mount_once "$ROOT/dev/pts" --bind /dev/pts
 mount_once "$ROOT/dev/shm" --bind /dev/shm   # POSIX semaphores (multiprocessing)
-ensure_testsuite
+ensure_packages
 # A /src inherited from the host namespace (an older run's, maybe another
 # checkout's) is unmounted here only: the host keeps it.
 while mountpoint -q "$ROOT/src"; do umount -l "$ROOT/src"; done
@@ -171,7 +179,7 @@ VENV="$ROOT/opt/venv-$VERSION"
 if [[ ! -f "$VENV/.ready" ]]; then
     log "creating venv /opt/venv-$VERSION"
     rm -rf "$VENV"
-    in_chroot "python$VERSION" -m venv "/opt/venv-$VERSION" >&2
+    in_chroot "$(interpreter "$VERSION")" -m venv "/opt/venv-$VERSION" >&2
     in_chroot python -m pip install -q --upgrade pip >&2
     touch "$VENV/.ready"
 fi

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple
@@ -50,9 +51,26 @@ DEFAULT_SIGNALS = [
 ]
 
 
+_kept: List[subprocess.Popen] = []  # type: ignore[type-arg]
+
+
+def start(argv: List[str]) -> int:
+    """Start ``argv`` (a full path first) as a child of this process; return its pid.
+
+    With ``os.posix_spawn`` (the signals of DEFAULT_SIGNALS at their defaults);
+    where the interpreter lacks it (PyPy), with a ``subprocess.Popen`` that is
+    kept referenced forever and never asked about its child, so that it never
+    reaps it (a collected Popen of a running child is polled by the next one)."""
+    if hasattr(os, "posix_spawn"):
+        return os.posix_spawn(argv[0], argv, os.environ, setsigdef=DEFAULT_SIGNALS)
+    proc = subprocess.Popen(argv, restore_signals=True)
+    _kept.append(proc)
+    return proc.pid
+
+
 def spawn(script: str) -> int:
     """Start ``sh -c script`` as a child of this process; return its pid."""
-    return os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ, setsigdef=DEFAULT_SIGNALS)
+    return start(["/bin/sh", "-c", script])
 
 
 def spawn_exit(code: int) -> int:

@@ -15,7 +15,8 @@ MultiLoop, Threaded, Pidfd) set on the running loop:
   asyncio subprocesses that sleep a little and must exit 0 (one killed by
   SIGUSR1 was signalled through a reused pid).  A killer's status must be
   its exit code or -SIGUSR1.
-* ``direct``: children spawned with ``os.posix_spawn`` (random exit codes and
+* ``direct``: children spawned with ``os.posix_spawn`` (or a ``Popen`` kept
+  unasked where the interpreter lacks it: PyPy) (random exit codes and
   signals) registered with the watcher directly; each status must be exact.
 
 With ``asyncio`` last (3.9-3.13, for comparison), asyncio's own watcher of
@@ -34,6 +35,7 @@ import logging
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Set
@@ -68,6 +70,18 @@ def note_pid(pid: int) -> None:
     seen.add(pid)
 
 
+_kept: List[subprocess.Popen] = []  # type: ignore[type-arg]
+
+
+def start(argv: List[str]) -> int:
+    """posix_spawn, or (PyPy) a Popen kept referenced and never asked, so it never reaps."""
+    if hasattr(os, "posix_spawn"):
+        return os.posix_spawn(argv[0], argv, os.environ)
+    proc = subprocess.Popen(argv)
+    _kept.append(proc)
+    return proc.pid
+
+
 def shrink_pid_space() -> List[int]:
     try:
         with open("/proc/sys/kernel/pid_max", "w") as f:
@@ -78,7 +92,7 @@ def shrink_pid_space() -> List[int]:
     fillers = []
     while True:
         try:
-            fillers.append(os.posix_spawn("/bin/sleep", ["sleep", "1000"], os.environ))
+            fillers.append(start(["/bin/sleep", "1000"]))
         except OSError as exc:
             if exc.errno != errno.EAGAIN:
                 raise
@@ -144,7 +158,7 @@ async def direct(watcher: Any, deadline: float) -> None:
             else:
                 sig = random.choice((signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1, signal.SIGINT))
                 expected, script = -sig, f"kill -{int(sig)} $$"
-            pid = os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ)
+            pid = start(["/bin/sh", "-c", script])
             note_pid(pid)
             future: asyncio.Future[int] = loop.create_future()
 

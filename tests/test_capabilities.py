@@ -40,7 +40,7 @@ def test_cheap_no_process_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("capabilities() must not start a process")
 
     for name in ("fork", "posix_spawn", "posix_spawnp"):
-        monkeypatch.setattr(os, name, forbidden)
+        monkeypatch.setattr(os, name, forbidden, raising=False)
     monkeypatch.setattr(subprocess.Popen, "__init__", forbidden)
 
     async def main() -> None:

@@ -528,14 +528,15 @@ PIDFD_FAILURES = {
 
 
 def break_pidfd_open(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
-    if failure == "missing":  # a Python or platform without os.pidfd_open
+    if failure == "missing":  # a Python without os.pidfd_open, on a platform without the call
         monkeypatch.delattr(os, "pidfd_open", raising=False)
+        monkeypatch.setattr(childwatch._syscalls, "_libc", lambda: None)
         return
 
     def pidfd_open(pid: int, flags: int = 0) -> int:
         raise PIDFD_FAILURES[failure]()
 
-    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open, raising=False)
 
 
 @pytest.mark.parametrize("failure", ["ENOSYS", "EPERM", "missing"])
@@ -1160,11 +1161,16 @@ def test_process_kill_racing_exit_keeps_the_real_status(watcher_cls: Any) -> Non
 
 REUSE_SCRIPT = textwrap.dedent(
     """
-    import asyncio, json, logging, os, sys, threading, time
+    import asyncio, json, logging, os, subprocess, sys, threading, time
     import childwatch
 
+    kept = []
+
     def spawn(script):
-        return os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ)
+        if hasattr(os, "posix_spawn"):
+            return os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ)
+        kept.append(subprocess.Popen(["/bin/sh", "-c", script]))  # PyPy: kept, never asked
+        return kept[-1].pid
 
     def spawn_at(pid, script):
         # The next pid this namespace hands out is ns_last_pid + 1.
@@ -1382,3 +1388,42 @@ def test_multiloop_sigchld_inside_its_own_calls() -> None:
     )
     calls = {pid: rcs for pid, rcs in got.by_pid().items() if pid in expected}
     assert calls == {pid: [rc] for pid, rc in expected.items()}
+
+
+# -- 14. the ctypes path of the syscall layer (what PyPy uses) ---------------------------------
+
+
+def test_ctypes_waitid_and_pidfd_open_agree_with_os() -> None:
+    """libc's waitid and the pidfd_open syscall through ctypes, which PyPy uses,
+    give what os.waitid and os.pidfd_open give, on every interpreter that has both."""
+    from childwatch import _syscalls as sc
+
+    if not hasattr(os, "waitid") or not hasattr(os, "pidfd_open"):
+        pytest.skip("needs os.waitid and os.pidfd_open to compare with")
+    peek = sc.WEXITED | sc.WNOHANG | sc.WNOWAIT
+    running = spawn_sleeper()
+    try:
+        assert sc.c_waitid(sc.P_PID, running, peek) is None  # running: nothing to report
+        fd = sc.c_pidfd_open(running)
+        try:
+            assert sc.c_waitid(sc.P_PIDFD, fd, peek) is None
+        finally:
+            os.close(fd)
+    finally:
+        os.kill(running, signal.SIGKILL)
+    wait_zombie(running)
+    for pid, code in ((running, -signal.SIGKILL), (spawn_exit(42), 42)):
+        wait_zombie(pid)
+        ours, theirs = sc.c_waitid(sc.P_PID, pid, peek), os.waitid(os.P_PID, pid, peek)
+        assert ours is not None and theirs is not None
+        assert (ours.si_pid, ours.si_code, ours.si_status) == (
+            theirs.si_pid,
+            theirs.si_code,
+            theirs.si_status,
+        )
+        assert childwatch._status._returncode(ours) == code
+        assert reap(pid, kill=False) == code  # WNOWAIT left it a zombie
+    with pytest.raises(ChildProcessError):
+        sc.c_waitid(sc.P_PID, running, peek)  # reaped: ECHILD, as os.waitid
+    with pytest.raises(ProcessLookupError):
+        sc.c_pidfd_open(running)  # no such process: ESRCH

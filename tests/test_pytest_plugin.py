@@ -8,11 +8,12 @@ must not be imported into this process.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
 import textwrap
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -846,3 +847,79 @@ def test_anyio_recipe(suite: pytest.Pytester) -> None:
         "test_recipe.py::test_requires[trio]": "SKIPPED",
     }
     result.stdout.fnmatch_lines(["SKIPPED *: trio lacks custom_watcher: trio has no child watcher*"])
+
+
+# -- an environment where childwatch cannot work -------------------------------------------
+
+_BROKEN_SITE = {
+    # No waitid, neither in os nor through ctypes: childwatch imports, but cannot work.
+    "no-waitid": """
+import ctypes.util, os
+for name in ("waitid", "pidfd_open"):
+    if hasattr(os, name):
+        delattr(os, name)
+ctypes.util.find_library = lambda name: "libmissing-for-this-test.so.0"  # and so no libc to call
+""",
+    # Importing childwatch itself fails (a platform or interpreter it does not know).
+    "import-fails": """
+import sys
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == "childwatch" or name.startswith("childwatch."):
+            raise RuntimeError("simulated: childwatch cannot be imported on this platform")
+        return None
+sys.meta_path.insert(0, _Refuse())
+""",
+}
+
+_UNRELATED_SUITE = """
+import pytest
+
+
+def test_unrelated():
+    assert 1 + 1 == 2
+
+
+@pytest.mark.childwatch_loops("asyncio")
+def test_marked_for_childwatch():
+    pass
+
+
+def test_wants_a_loop(run_on_loop):
+    raise AssertionError("must be skipped where childwatch cannot work")
+"""
+
+
+@pytest.mark.parametrize("how", sorted(_BROKEN_SITE))
+def test_a_broken_environment_never_stops_pytest(how: str, tmp_path: Any) -> None:
+    """With childwatch installed where it cannot work, an unrelated suite runs as
+    before (exit 0): its markers and ``--loop-impls`` are still accepted, and a
+    test that asks for a childwatch fixture is skipped with the reason."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_BROKEN_SITE[how])
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_unrelated.py").write_text(_UNRELATED_SUITE)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    env.pop("PYTEST_ADDOPTS", None)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "--strict-markers",
+            "--loop-impls=asyncio",
+        ],
+        cwd=suite,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed, 1 skipped" in out.stdout, out.stdout
+    assert "childwatch cannot" in out.stdout, out.stdout

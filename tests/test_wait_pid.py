@@ -211,7 +211,7 @@ def no_pidfd(pid: int, flags: int = 0) -> int:
 def mechanism(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Wait with a pidfd, or with ``pidfd_open`` failing as on an old kernel."""
     if request.param == "poll":
-        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd, raising=False)
     yield request.param
     assert _wait_pid._children == {}, "wait_pid left entries in its table"
 
@@ -284,7 +284,7 @@ def test_fork_posix_spawn_and_popen(lib: Lib) -> None:
         forked = os.fork()
     if forked == 0:
         os._exit(5)
-    spawned = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 6"], os.environ)
+    spawned = spawn("exit 6")
     popen = subprocess.Popen(["sh", "-c", "exit 7"])
     killed = subprocess.Popen(["sleep", "1000"])
 
@@ -397,7 +397,7 @@ def test_last_waiter_cancelled_after_another_got_the_status(monkeypatch: pytest.
         first = asyncio.ensure_future(childwatch.wait_pid(popen.pid))
         await asyncio.sleep(0)
         # The second waiter polls (up to 50 ms apart): the first, on its pidfd, wins.
-        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd, raising=False)
         second = asyncio.ensure_future(childwatch.wait_pid(popen))
         await asyncio.sleep(0.2)
         assert waiters(popen.pid) == 2

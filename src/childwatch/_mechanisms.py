@@ -7,14 +7,15 @@ import os
 import select
 import signal
 
+from ._syscalls import missing, pidfd_open
+
 
 @functools.cache
 def pidfd_works() -> bool:
-    """True if ``os.pidfd_open`` exists and the kernel (and seccomp) allow it."""
-    if not hasattr(os, "pidfd_open"):
-        return False
+    """True if ``pidfd_open`` can be called (through os or ctypes) and the
+    kernel (and seccomp) allow it."""
     try:
-        fd = os.pidfd_open(os.getpid())
+        fd = pidfd_open(os.getpid())
     except OSError:
         return False
     os.close(fd)
@@ -24,7 +25,7 @@ def pidfd_works() -> bool:
 def available() -> dict[str, bool]:
     return {
         "pidfd": pidfd_works(),
-        "waitid": hasattr(os, "waitid"),
+        "waitid": "waitid" not in missing(),
         "kqueue": hasattr(select, "kqueue"),
         "sigchld": hasattr(signal, "SIGCHLD"),
     }

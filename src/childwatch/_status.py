@@ -14,6 +14,9 @@ import logging
 import os
 from typing import Optional, Tuple
 
+from . import _syscalls
+from ._syscalls import CLD_EXITED, P_ALL, P_PID, P_PIDFD, WEXITED, WNOHANG, WNOWAIT
+
 logger = logging.getLogger("childwatch")
 
 PID_MAX = 2**31 - 1
@@ -22,11 +25,11 @@ PID_MAX = 2**31 - 1
 UNKNOWN_STATUS = 255
 """Returncode reported when someone else collected the child's status."""
 
-_PEEK = os.WEXITED | os.WNOHANG | os.WNOWAIT
+_PEEK = WEXITED | WNOHANG | WNOWAIT
 
 
-def _returncode(result: os.waitid_result) -> int:
-    if result.si_code == os.CLD_EXITED:
+def _returncode(result: _syscalls.WaitidLike) -> int:
+    if result.si_code == CLD_EXITED:
         return result.si_status
     # CLD_KILLED or CLD_DUMPED: the child died of signal si_status.
     return -result.si_status
@@ -38,7 +41,7 @@ def peek(pid: int) -> Optional[int]:
     The child is not reaped.  Raises :class:`ChildProcessError` if ``pid`` is
     not a child of this process or its status was already collected.
     """
-    result = os.waitid(os.P_PID, pid, _PEEK)
+    result = _syscalls.waitid(P_PID, pid, _PEEK)
     if result is None or result.si_pid == 0:
         return None
     return _returncode(result)
@@ -47,7 +50,7 @@ def peek(pid: int) -> Optional[int]:
 def peek_pidfd(pidfd: int) -> Optional[int]:
     """Like :func:`peek`, for the process a pidfd names (never a later process
     that reused its pid): ChildProcessError once someone else reaped it."""
-    result = os.waitid(os.P_PIDFD, pidfd, _PEEK)  # type: ignore[attr-defined,unused-ignore]
+    result = _syscalls.waitid(P_PIDFD, pidfd, _PEEK)
     if result is None or result.si_pid == 0:
         return None
     return _returncode(result)
@@ -59,7 +62,7 @@ def peek_any() -> Optional[Tuple[int, int]]:
     The child is not reaped: the same child is returned until someone reaps it.
     """
     try:
-        result = os.waitid(os.P_ALL, 0, _PEEK)
+        result = _syscalls.waitid(P_ALL, 0, _PEEK)
     except ChildProcessError:
         return None
     if result is None or result.si_pid == 0:
@@ -69,7 +72,7 @@ def peek_any() -> Optional[Tuple[int, int]]:
 
 def wait_exit(pid: int) -> int:
     """Block until child ``pid`` exits and return its returncode, unreaped."""
-    result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    result = _syscalls.waitid(P_PID, pid, WEXITED | WNOWAIT)
     assert result is not None
     return _returncode(result)
 
@@ -77,7 +80,7 @@ def wait_exit(pid: int) -> int:
 def release(pid: int) -> None:
     """Reap the exited child ``pid`` (no-op if someone else already did)."""
     try:
-        os.waitpid(pid, os.WNOHANG)
+        os.waitpid(pid, WNOHANG)
     except ChildProcessError:
         pass
 

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._status import not_a_child, peek, reaped_elsewhere, release
+from ._syscalls import pidfd_open
 from .watchers._base import check_pid, running_loop
 
 WaitReadable = Callable[[int], Awaitable[None]]
@@ -139,7 +140,7 @@ async def _wait(
 
 def _pidfd_open(pid: int) -> int | None:
     try:
-        return os.pidfd_open(pid)
+        return pidfd_open(pid)
     except (AttributeError, OSError):
         return None
 

@@ -90,21 +90,11 @@ KNOWN_LOOP_IMPLS: Tuple[str, ...] = ("asyncio", "uvloop", "trio-asyncio")
 
 _MODULES = {"uvloop": "uvloop", "trio-asyncio": "trio_asyncio"}
 _NEEDS_ISOLATION = frozenset({"trio-asyncio"})
-_INI = "childwatch_loop_impls"
 _ENV_NODEID = "CHILDWATCH_PYTEST_ISOLATED"
 _ENV_REPORTS = "CHILDWATCH_PYTEST_REPORTS"
 _ENV_PROBED = "CHILDWATCH_PYTEST_PROBED"
 _CUSTOM = re.compile(r"^([A-Za-z0-9_.-]+)=([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)$")
 _ALIASES = {"set_child_watcher": "custom_watcher"}
-
-_MARKERS = (
-    "childwatch_loops(*names): run this test only on these loop implementations "
-    "(asyncio, uvloop, trio-asyncio, or a name given with --loop-impls)",
-    "childwatch_requires(*capabilities, xfail=False, strict=None): skip (or xfail) this test where "
-    "the loop it runs on lacks a capability: custom_watcher (alias set_child_watcher), subprocesses, "
-    "a watcher class name such as PidfdChildWatcher, or a mechanism (pidfd, waitid, kqueue, sigchld)",
-    "childwatch_isolated: run this test in a pytest process of its own (as trio-asyncio tests are)",
-)
 
 
 # -- per-session state ----------------------------------------------------------------
@@ -137,7 +127,7 @@ def _state(config: pytest.Config) -> _State:
 def _parse_selection(config: pytest.Config) -> _State:
     raw: Optional[str] = config.getoption("childwatch_loop_impls", default=None)
     if not raw:
-        raw = str(config.getini(_INI) or "")
+        raw = str(config.getini(_ini()) or "")
     tokens = [token for token in re.split(r"[,\s]+", raw) if token]
     custom: Dict[str, Tuple[str, str]] = {}
     if not tokens:
@@ -203,7 +193,7 @@ def _restricted(config: pytest.Config, item: Any) -> List[Tuple[str, Optional[st
             f"known: {', '.join(sorted(known))}"
         )
     return [
-        (name, None if name in selected else f"{name} is not selected (--loop-impls / {_INI})")
+        (name, None if name in selected else f"{name} is not selected (--loop-impls / {_ini()})")
         for name in names
     ]
 
@@ -527,23 +517,24 @@ def run_on_loop(loop_impl: str) -> LoopRunner:
 # -- hooks ----------------------------------------------------------------------------
 
 
+def _ini() -> str:
+    # The entry point module declares the options and markers (imported here,
+    # not at the top: it imports this module).
+    from _childwatch_pytest import INI
+
+    return INI
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("childwatch", "childwatch: loop implementations")
-    group.addoption(
-        "--loop-impls",
-        dest="childwatch_loop_impls",
-        default=None,
-        metavar="NAMES",
-        help="comma-separated loop implementations for tests using loop_impl / run_on_loop: "
-        "asyncio, uvloop, trio-asyncio, 'all', or NAME=module:factory "
-        "(default: asyncio and every installed one)",
-    )
-    parser.addini(_INI, help="default for --loop-impls", default="")
+    from _childwatch_pytest import add_options
+
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for line in _MARKERS:
-        config.addinivalue_line("markers", line)
+    from _childwatch_pytest import add_markers
+
+    add_markers(config)
     state = _parse_selection(config)
     # Popped, so pytest runs started by the isolated test itself are not taken for it.
     state.isolated_nodeid = os.environ.pop(_ENV_NODEID, None)

@@ -8,6 +8,7 @@ import os
 import select
 from typing import Callable, Dict, Optional, Tuple
 
+from .._syscalls import pidfd_open
 from ._base import Entry, WatcherBase, check_loop, running_loop
 
 
@@ -89,7 +90,7 @@ class PidfdChildWatcher(WatcherBase):
         self._probe(entry.pid)
         poller = self._pollers.get(loop) or self._new_poller(loop)
         try:
-            fd = os.pidfd_open(entry.pid)
+            fd = pidfd_open(entry.pid)
         except OSError as exc:
             raise type(exc)(
                 exc.errno,

@@ -10,6 +10,7 @@ import threading
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .._status import logger, wait_exit
+from .._syscalls import pidfd_open
 from ._base import Entry, WatcherBase, check_loop, read_exit
 
 _RETIRE_JOIN_TIMEOUT = 1.0
@@ -89,7 +90,7 @@ class ThreadedChildWatcher(WatcherBase):
         self._probe(entry.pid)
         fd = None
         try:
-            fd = os.pidfd_open(entry.pid)
+            fd = pidfd_open(entry.pid)
             if self._waiter is None:
                 self._waiter = _Waiter(self._run)
         except (AttributeError, OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
