@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import childwatch
+from childwatch._status import peek
 from conftest import (
     SIGCHLD_WATCHERS,
     children,
@@ -527,10 +528,14 @@ PIDFD_FAILURES = {
 }
 
 
+def no_such_call(*args: Any) -> int:
+    raise OSError(errno.ENOSYS, "pidfd_open is not available here")
+
+
 def break_pidfd_open(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
     if failure == "missing":  # a Python without os.pidfd_open, on a platform without the call
         monkeypatch.delattr(os, "pidfd_open", raising=False)
-        monkeypatch.setattr(childwatch._syscalls, "_libc", lambda: None)
+        monkeypatch.setattr(childwatch._syscalls, "c_pidfd_open", no_such_call)
         return
 
     def pidfd_open(pid: int, flags: int = 0) -> int:
@@ -1041,8 +1046,7 @@ def test_asyncio_transport_learns_the_status_before_the_reap(
 
     def spy(transport: Any, returncode: int) -> None:
         try:
-            result = os.waitid(os.P_PID, transport.get_pid(), os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            seen["zombie" if result is not None and result.si_pid else "alive"] += 1
+            seen["zombie" if peek(transport.get_pid()) is not None else "alive"] += 1
         except ChildProcessError:
             seen["reaped"] += 1
         original(transport, returncode)
@@ -1084,11 +1088,11 @@ def kill_race(watcher_name: str) -> Dict[str, Any]:
         if pid in ours:
             time.sleep(0)  # let other threads (a waiter) run, as a preemption here would
             try:
-                result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                exited = peek(pid)
             except ChildProcessError:
                 freed.append(pid)
                 raise ProcessLookupError(errno.ESRCH, "freed pid (not signalled by the test)") from None
-            hits["zombie" if result is not None and result.si_pid else "alive"] += 1
+            hits["zombie" if exited is not None else "alive"] += 1
         real_kill(pid, signum)
 
     rng = random.Random(11)
@@ -1163,6 +1167,7 @@ REUSE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, logging, os, subprocess, sys, threading, time
     import childwatch
+    from childwatch._status import peek  # waitid(WNOWAIT), also where os lacks it (PyPy)
 
     kept = []
 
@@ -1185,7 +1190,7 @@ REUSE_SCRIPT = textwrap.dedent(
         raise RuntimeError("could not get pid %d again" % pid)
 
     def wait_exited(pid):
-        while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        while peek(pid) is None:
             time.sleep(0.001)
 
     cls = getattr(childwatch, sys.argv[1])
@@ -1400,13 +1405,13 @@ def test_ctypes_waitid_and_pidfd_open_agree_with_os() -> None:
 
     if not hasattr(os, "waitid") or not hasattr(os, "pidfd_open"):
         pytest.skip("needs os.waitid and os.pidfd_open to compare with")
-    peek = sc.WEXITED | sc.WNOHANG | sc.WNOWAIT
+    flags = sc.WEXITED | sc.WNOHANG | sc.WNOWAIT
     running = spawn_sleeper()
     try:
-        assert sc.c_waitid(sc.P_PID, running, peek) is None  # running: nothing to report
+        assert sc.c_waitid(sc.P_PID, running, flags) is None  # running: nothing to report
         fd = sc.c_pidfd_open(running)
         try:
-            assert sc.c_waitid(sc.P_PIDFD, fd, peek) is None
+            assert sc.c_waitid(sc.P_PIDFD, fd, flags) is None
         finally:
             os.close(fd)
     finally:
@@ -1414,7 +1419,7 @@ def test_ctypes_waitid_and_pidfd_open_agree_with_os() -> None:
     wait_zombie(running)
     for pid, code in ((running, -signal.SIGKILL), (spawn_exit(42), 42)):
         wait_zombie(pid)
-        ours, theirs = sc.c_waitid(sc.P_PID, pid, peek), os.waitid(os.P_PID, pid, peek)
+        ours, theirs = sc.c_waitid(sc.P_PID, pid, flags), os.waitid(os.P_PID, pid, flags)
         assert ours is not None and theirs is not None
         assert (ours.si_pid, ours.si_code, ours.si_status) == (
             theirs.si_pid,
@@ -1424,6 +1429,6 @@ def test_ctypes_waitid_and_pidfd_open_agree_with_os() -> None:
         assert childwatch._status._returncode(ours) == code
         assert reap(pid, kill=False) == code  # WNOWAIT left it a zombie
     with pytest.raises(ChildProcessError):
-        sc.c_waitid(sc.P_PID, running, peek)  # reaped: ECHILD, as os.waitid
+        sc.c_waitid(sc.P_PID, running, flags)  # reaped: ECHILD, as os.waitid
     with pytest.raises(ProcessLookupError):
         sc.c_pidfd_open(running)  # no such process: ESRCH

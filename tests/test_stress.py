@@ -48,6 +48,7 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 import pytest
 
 import childwatch
+from childwatch._status import peek
 from conftest import (
     children,
     run,
@@ -133,13 +134,9 @@ PLAN = (
 def still_unreaped(pid: int, returncode: int) -> bool:
     """True if ``pid`` is still our unreaped child and exited with ``returncode``."""
     try:
-        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return peek(pid) == returncode  # waitid(WNOWAIT): None while it runs
     except ChildProcessError:
         return False
-    if result is None or result.si_pid != pid:
-        return False
-    status = result.si_status if result.si_code == os.CLD_EXITED else -result.si_status
-    return status == returncode
 
 
 Tag = Tuple[str, int]
