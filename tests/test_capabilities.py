@@ -171,3 +171,13 @@ def test_plain_trio_claims() -> None:
         trio.run(main)
     finally:
         helper_loop.close()
+
+
+def test_no_waitid_means_no_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where neither os nor the C library gives waitid (macOS's and the BSDs' Python,
+    say), the record says so and calls every watcher unsupported, with the reason."""
+    monkeypatch.setattr(childwatch._mechanisms, "missing", lambda: ["waitid", "pidfd_open"])
+    caps = childwatch.capabilities()
+    assert dict(caps.mechanisms)["waitid"] is False
+    for name, support in caps.watchers:
+        assert not support.supported and "waitid" in str(support.reason), name

@@ -67,8 +67,12 @@ class Capabilities:
 
 
 def _watchers(
-    loop: asyncio.AbstractEventLoop, sigchld_refusal: Optional[str], pidfd: bool
+    loop: asyncio.AbstractEventLoop, sigchld_refusal: Optional[str], pidfd: bool, waitid: bool = True
 ) -> Tuple[Tuple[str, Support], ...]:
+    if not waitid:
+        # Every watcher reads a status without reaping the child: waitid(WNOWAIT).
+        no = Support(False, "no waitid() here (neither os.waitid nor the C library through ctypes)")
+        return tuple((name, no) for name in WATCHER_NAMES)
     main = threading.current_thread() is threading.main_thread()
     if sigchld_refusal is not None:
         safe = fast = multi = Support(False, sigchld_refusal)
@@ -131,7 +135,7 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None) -> Capabiliti
         mechanisms=tuple(mechanisms.items()),
         custom_watcher=custom,
         subprocesses=subprocesses,
-        watchers=_watchers(loop, sigchld, mechanisms["pidfd"]),
+        watchers=_watchers(loop, sigchld, mechanisms["pidfd"], mechanisms["waitid"]),
         current_watcher=current,
         recommended="PidfdChildWatcher" if mechanisms["pidfd"] else "ThreadedChildWatcher",
     )
