@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple
@@ -66,6 +69,30 @@ def start(argv: List[str]) -> int:
     proc = subprocess.Popen(argv, restore_signals=True)
     _kept.append(proc)
     return proc.pid
+
+
+def in_pid_namespace(args: List[str], *, mount_proc: bool = False, timeout: float) -> Dict[str, Any]:
+    """Run ``python ARGS`` as pid 1 of a pid namespace of its own (``unshare``,
+    needs root; ``mount_proc``: with its own /proc and mount namespace) and
+    return the JSON line it prints last.  Skipped, with the reason, where no
+    such namespace can be made or the script answers ``{"skip": reason}``."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare(1)")
+    flags = ["--pid", "--fork", *(["--mount", "--mount-proc"] if mount_proc else [])]
+    try:
+        out = subprocess.run(
+            [unshare, *flags, sys.executable, *args], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the pid namespace run did not end within {timeout} s")
+    if out.returncode != 0 and "unshare" in out.stderr:
+        pytest.skip(f"cannot make a pid namespace here: {out.stderr.strip()}")
+    assert out.returncode == 0, out.stderr
+    report: Dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    return report
 
 
 def spawn(script: str) -> int:

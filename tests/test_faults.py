@@ -23,7 +23,6 @@ import os
 import random
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from childwatch._status import peek
 from conftest import (
     SIGCHLD_WATCHERS,
     children,
+    in_pid_namespace,
     new_loop,
     reap,
     run,
@@ -1295,25 +1295,7 @@ REUSE_SCRIPT = textwrap.dedent(
 def in_a_pid_namespace(watcher_cls: Any, scenario: str) -> Dict[str, Any]:
     """Run REUSE_SCRIPT in a pid namespace of its own (``unshare``, needs root),
     where it can hand a pid out again on purpose (``ns_last_pid``)."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("no unshare(1)")
-    try:
-        out = subprocess.run(
-            [unshare, "--pid", "--fork", sys.executable, "-c", REUSE_SCRIPT, watcher_cls.__name__, scenario],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("the pid namespace run hung")
-    if out.returncode != 0 and "unshare" in out.stderr:
-        pytest.skip(f"cannot make a pid namespace here: {out.stderr.strip()}")
-    assert out.returncode == 0, out.stderr
-    report: Dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    if "skip" in report:
-        pytest.skip(report["skip"])
-    return report
+    return in_pid_namespace(["-c", REUSE_SCRIPT, watcher_cls.__name__, scenario], timeout=60)
 
 
 def test_reused_pid_is_a_new_child(watcher_cls: Any) -> None:

@@ -9,35 +9,18 @@ Needs root (``unshare -p``) and Linux 6.14+ (a pid namespace's own
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
-import pytest
+from conftest import in_pid_namespace
 
 SCRIPT = Path(__file__).with_name("pid_reuse_child.py")
 
 
 def in_small_pid_space(watcher_cls: Any, mode: str, rounds: int) -> Dict[str, Any]:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("no unshare(1)")
     name = watcher_cls.__name__[: -len("ChildWatcher")]
-    cmd = [unshare, "--pid", "--fork", "--mount", "--mount-proc", sys.executable, str(SCRIPT), name, mode]
-    try:
-        out = subprocess.run([*cmd, str(rounds), "60"], capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the pid namespace run did not end by itself")
-    if out.returncode != 0 and "unshare" in out.stderr:
-        pytest.skip(f"cannot make a pid namespace here: {out.stderr.strip()}")
-    assert out.returncode == 0, out.stderr
-    report: Dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    if "skip" in report:
-        pytest.skip(report["skip"])
-    return report
+    args = [str(SCRIPT), name, mode, str(rounds), "60"]
+    return in_pid_namespace(args, mount_proc=True, timeout=120)
 
 
 def test_asyncio_subprocesses_signalled_around_their_exit(watcher_cls: Any) -> None:
