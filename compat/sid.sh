@@ -163,6 +163,9 @@ flock 9
 
 [[ -f "$STAMP" ]] || provision
 sync_config
+# The chroot's / a mount point of its own (in this private namespace), so that
+# tools that make / private in a new mount namespace (unshare --mount) work in it.
+mount_once "$ROOT" --bind "$ROOT"
 mount_once "$ROOT/proc" -t proc proc
 mount_once "$ROOT/dev" --bind /dev
 mount_once "$ROOT/dev/pts" --bind /dev/pts
