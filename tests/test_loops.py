@@ -179,7 +179,8 @@ def test_uvloop_refuses_custom_watchers() -> None:
 
 TRIO_ASYNCIO_SCRIPT = textwrap.dedent(
     """
-    import asyncio, json, os, sys
+    import asyncio, json, os, subprocess, sys
+    kept = []
     try:
         import trio, trio_asyncio
     except Exception as exc:
@@ -206,7 +207,11 @@ TRIO_ASYNCIO_SCRIPT = textwrap.dedent(
                 results = {}
                 for name, support in childwatch.capabilities(loop).watchers:
                     w = getattr(childwatch, name)()
-                    pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 13"], os.environ)
+                    if hasattr(os, "posix_spawn"):
+                        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 13"], os.environ)
+                    else:  # PyPy: a Popen kept, never asked, so never reaping
+                        kept.append(subprocess.Popen(["/bin/sh", "-c", "exit 13"]))
+                        pid = kept[-1].pid
                     try:
                         fut = loop.create_future()
                         w.add_child_handler(pid, lambda p, rc: loop.call_soon_threadsafe(fut.set_result, rc))
