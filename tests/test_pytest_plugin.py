@@ -861,16 +861,9 @@ for name in ("waitid", "pidfd_open"):
         delattr(os, name)
 ctypes.util.find_library = lambda name: "libmissing-for-this-test.so.0"  # and so no libc to call
 """,
-    # Importing childwatch itself fails (a platform or interpreter it does not know).
-    "import-fails": """
-import sys
-class _Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name == "childwatch" or name.startswith("childwatch."):
-            raise RuntimeError("simulated: childwatch cannot be imported on this platform")
-        return None
-sys.meta_path.insert(0, _Refuse())
-""",
+    # Importing childwatch itself fails (a platform or interpreter it does not know):
+    # a package of that name first on the path, that raises.
+    "import-fails": "",
 }
 
 _UNRELATED_SUITE = """
@@ -899,6 +892,11 @@ def test_a_broken_environment_never_stops_pytest(how: str, tmp_path: Any) -> Non
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_BROKEN_SITE[how])
+    if how == "import-fails":
+        (site / "childwatch").mkdir()
+        (site / "childwatch" / "__init__.py").write_text(
+            'raise RuntimeError("simulated: childwatch cannot be imported on this platform")\n'
+        )
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "test_unrelated.py").write_text(_UNRELATED_SUITE)
