@@ -145,16 +145,11 @@ def test_save_and_restore_through_the_policy(watcher_cls: Any) -> None:
 
 
 @pytest.mark.parametrize("spawn", [False, True], ids=["idle", "one-subprocess-each"])
-def test_a_thousand_abandoned_watchers_leave_nothing(
-    watcher_cls: Any, spawn: bool, request: pytest.FixtureRequest
-) -> None:
+def test_a_thousand_abandoned_watchers_leave_nothing(watcher_cls: Any, spawn: bool) -> None:
     """1,000 event loop policies each create a watcher and abandon it (policies
     never close theirs), in a fresh interpreter under RLIMIT_NOFILE 1024: no
     thread, fd or zombie is left, and no idle watcher held any while still
     referenced (3.14+: the watcher set on each loop instead)."""
-    if spawn and watcher_cls is childwatch.MultiLoopChildWatcher and sys.implementation.name == "pypy":
-        reason = "open: on PyPy 3.11 (8.0.1) one of 1,000 subprocess waits timed out with MultiLoop once"
-        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=False))
     script = Path(__file__).with_name("abandoned_watchers_child.py")
     out = subprocess.run(
         [

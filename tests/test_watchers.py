@@ -22,6 +22,7 @@ from conftest import (
     children,
     reap,
     run,
+    spawn,
     spawn_exit,
     spawn_signal,
     spawn_sleeper,
@@ -189,6 +190,26 @@ def test_close_with_children_running(loop_name: str, make_watcher: Callable[[], 
         assert "closed" in repr(watcher)
         # The watcher left them alone: we collect their statuses ourselves.
         assert [reap(pid) for pid in pids] == [-signal.SIGKILL] * 5
+        await asyncio.sleep(0.05)
+        assert got.calls == []
+
+    run(loop_name, main)
+
+
+def test_close_with_a_status_on_its_way(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+    """close() between a child's exit and its delivery (the Threaded waiter
+    has read it and retired, handing it to the loop): no error, no callback,
+    and the zombie is left for us, as for any registered child."""
+
+    async def main() -> None:
+        watcher = make_watcher()
+        got = Collector()
+        pid = spawn_exit(7)
+        watcher.add_child_handler(pid, got)
+        wait_zombie(pid)
+        time.sleep(0.2)  # the loop is blocked: whatever the watcher read waits for it
+        watcher.close()
+        assert reap(pid, kill=False) == 7
         await asyncio.sleep(0.05)
         assert got.calls == []
 
@@ -658,3 +679,35 @@ def test_fast_never_delivers_a_remembered_status_to_a_reused_pid() -> None:
             watcher.close()
 
     run("asyncio", main)
+
+
+def test_the_loop_wakes_when_another_thread_takes_the_sigchld(watcher_cls: Any) -> None:
+    """The kernel gives SIGCHLD to any thread that does not block it; Python
+    runs the handler in the main thread only once that thread runs bytecode
+    again.  Here the main thread blocks SIGCHLD, so its loop, asleep in its
+    selector with nothing due for 30 s, is never interrupted: it must be
+    woken all the same (it is a lost wake-up otherwise, the same race as a
+    SIGCHLD arriving just before the loop blocks)."""
+    taker_may_go = threading.Event()
+    taker = threading.Thread(target=taker_may_go.wait, args=(60,), name="sigchld-taker")
+    taker.start()  # before the mask: it inherits the main thread's, SIGCHLD unblocked
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        watcher = watcher_cls()
+        watcher.attach_loop(loop)
+        try:
+            done: asyncio.Future[int] = loop.create_future()
+            pid = spawn("sleep 0.3; exit 5")  # registered well before it exits
+            watcher.add_child_handler(pid, lambda _pid, rc: done.done() or done.set_result(rc))
+            return await asyncio.wait_for(done, 30)
+        finally:
+            watcher.close()
+
+    try:
+        assert run("asyncio", main, timeout=60) == 5
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        taker_may_go.set()
+        taker.join(10)

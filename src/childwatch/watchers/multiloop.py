@@ -83,6 +83,74 @@ _busy: Set[MultiLoopChildWatcher] = set()
 asyncio's signal handler held its watcher."""
 
 
+class _MainThreadWakeup:
+    """Wakes the main thread's loops for SIGCHLD while children are registered.
+
+    Python runs a signal handler only between bytecodes of the main thread.
+    A SIGCHLD that arrives just before a loop in the main thread blocks in
+    its selector is handled only once something else wakes that loop: with
+    nothing else to do, the child's status waits for the loop's next timer
+    (asyncio's own MultiLoop watcher has this race: bpo-38323).  While any
+    MultiLoop watcher has children (:data:`_busy`), the C-level handler
+    writes to a pipe of ours (``signal.set_wakeup_fd``) that every loop
+    children were registered from in the main thread reads, so the loop wakes
+    and the Python handler runs at once.  If a wakeup fd is already set (a
+    loop's ``add_signal_handler`` sets its own, which wakes that loop) it is
+    left alone.  Everything here runs in the main thread, never in the signal
+    handler: the pipe goes, and the previous wakeup fd comes back, when a
+    loop's callback or a close() finds no watcher busy.
+    """
+
+    def __init__(self) -> None:
+        self._pipe: Optional[Tuple[int, int]] = None
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``loop``, running in the main thread, wake up for SIGCHLD."""
+        if self._pipe is None:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            if previous != -1:  # someone's: keep it
+                signal.set_wakeup_fd(previous)
+                os.close(r)
+                os.close(w)
+                return
+            self._pipe = (r, w)
+        if loop not in self._loops:
+            loop.add_reader(self._pipe[0], self._drain)
+            self._loops.add(loop)
+
+    def _drain(self) -> None:
+        assert self._pipe is not None
+        try:
+            while os.read(self._pipe[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self.disarm_if_idle()
+
+    def disarm_if_idle(self) -> None:
+        """Drop the pipe if no watcher is busy (a no-op outside the main thread)."""
+        if self._pipe is None or _busy or threading.current_thread() is not threading.main_thread():
+            return
+        r, w = self._pipe
+        self._pipe = None
+        current = signal.set_wakeup_fd(-1)
+        if current != w:  # someone replaced ours meanwhile: theirs stays
+            signal.set_wakeup_fd(current)
+        for loop in list(self._loops):
+            if not loop.is_closed():
+                loop.remove_reader(r)
+        self._loops.clear()
+        os.close(r)
+        os.close(w)
+
+
+_wakeup = _MainThreadWakeup()
+
+
 class MultiLoopChildWatcher(WatcherBase):
     """A ``signal.signal(SIGCHLD)`` handler shared by every loop and thread.
 
@@ -154,6 +222,7 @@ class MultiLoopChildWatcher(WatcherBase):
 
     def _release_resources(self) -> None:
         _busy.discard(self)
+        _wakeup.disarm_if_idle()
         if self._installed:
             self._installed = False
             _process_sigchld.leave(self)
@@ -169,6 +238,8 @@ class MultiLoopChildWatcher(WatcherBase):
             self._allowed = weakref.ref(loop)
         self._install()
         self._probe(entry.pid)
+        if loop is not None and threading.current_thread() is threading.main_thread():
+            _wakeup.arm(loop)  # may raise (no fd left): nothing is registered then
         self._entries[entry.pid] = entry
         _busy.add(self)
         if loop is None:
@@ -200,6 +271,8 @@ class MultiLoopChildWatcher(WatcherBase):
         # those registered from this loop are delivered right here.
         if not self._closed and self._entries:
             self._guarded_scan(running_loop())
+        self._leave_busy_if_idle()
+        _wakeup.disarm_if_idle()
 
     def _guarded_scan(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """Scan, never twice at once: a SIGCHLD that arrives during a scan (in
@@ -218,10 +291,13 @@ class MultiLoopChildWatcher(WatcherBase):
             finally:
                 self._scanning.release()
             if not self._rescan:
-                with self._lock:
-                    if not self._entries:
-                        _busy.discard(self)  # nothing left to deliver: collectable once abandoned
+                self._leave_busy_if_idle()
                 return
+
+    def _leave_busy_if_idle(self) -> None:
+        with self._lock:
+            if not self._entries:
+                _busy.discard(self)  # nothing left to deliver: collectable once abandoned
 
     def _scan(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """O(1) per exit while the exits are ours.  Every pid is checked when a

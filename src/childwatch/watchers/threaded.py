@@ -110,7 +110,9 @@ class ThreadedChildWatcher(WatcherBase):
 
     def _unwatch(self, entry: Entry) -> None:
         if entry.handle is not None:
-            # A polled entry is in the waiter's table or queue: it is running.
+            # A polled entry is in the waiter's table or queue, so its thread
+            # runs: it drops the handle (lock not held) only as it takes the
+            # entry out, and _retire (under the lock) comes after that.
             assert self._waiter is not None
             self._waiter.queue(False, entry)
 
@@ -161,6 +163,7 @@ class ThreadedChildWatcher(WatcherBase):
                         waiter.drain()
                         continue
                     entry = polled.pop(fd)
+                    entry.handle = None  # no longer ours to unqueue: _unwatch leaves it be
                     poller.unregister(fd)
                     exits.append((entry, read_exit(entry.pid, fd)))  # a pidfd is readable once it exited
                     os.close(fd)
@@ -172,6 +175,7 @@ class ThreadedChildWatcher(WatcherBase):
                         poller.register(fd, select.POLLIN)
                     elif polled.get(fd) is entry:
                         del polled[fd]
+                        entry.handle = None
                         poller.unregister(fd)
                         os.close(fd)
                 last = not polled and self._retire(waiter)
