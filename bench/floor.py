@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 TRUE = shutil.which("true") or "/bin/true"
 CAT = shutil.which("cat") or "/bin/cat"
@@ -278,8 +278,8 @@ def main() -> int:
         header += f" | {'idle: /s':>9} {'x raw':>6} {'x own':>6} {'CPU us/child':>13}"
     print(header)
 
-    def med(values: Any) -> float:
-        return statistics.median(list(values))
+    def med(values: Iterable[float]) -> float:
+        return float(statistics.median(list(values)))
 
     for name in names:
         line = f"{name:16}"

@@ -54,7 +54,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -73,7 +73,7 @@ PRIMARY_PYTHON = "3.11"
 
 def has_pidfd() -> bool:
     try:
-        fd = os.pidfd_open(os.getpid())  # type: ignore[attr-defined]
+        fd = os.pidfd_open(os.getpid())
     except (AttributeError, OSError):
         return False
     os.close(fd)
@@ -400,7 +400,7 @@ class Harness:
             with self.w:
                 self.w.add_child_handler(self.idle.spawn(), self._idle_cb)
 
-    async def churn(self, n: int) -> Tuple[float, int]:
+    async def churn(self, n: int) -> Tuple[float, float, int]:
         loop = self.loop
         done = loop.create_future()
         st = {"started": 0, "finished": 0, "bad": 0, "depth": 0}
@@ -499,7 +499,7 @@ def _resolve(fut: Any, value: Any) -> None:
         fut.set_result(value)
 
 
-def _run_async(coro_fn: Callable[[], Any]) -> Any:
+def _run_async(coro_fn: Callable[[], Awaitable[Dict[str, Any]]]) -> Dict[str, Any]:
     import asyncio
 
     loop = asyncio.new_event_loop()
@@ -617,7 +617,7 @@ def e2e(config: str, n: int) -> Dict[str, Any]:
     if config == "uvloop":
         import uvloop
 
-        loop = uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         used = "libuv"
     else:
         loop = asyncio.new_event_loop()
@@ -731,7 +731,7 @@ def run_worker(spec: Dict[str, Any], alt_src: Optional[str] = None) -> Optional[
         log(f"FAILED (exit {proc.returncode}) {spec}")
         return None
     try:
-        out = json.loads(stdout.strip().splitlines()[-1])
+        out: Dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         log(f"no result from {spec}: {stdout[-500:]!r}")
         return None
@@ -1461,8 +1461,8 @@ def drive(args: argparse.Namespace, command: str) -> int:
         )
         plot(data, plots)
         write_results_md()
-        names = ", ".join(str(p.relative_to(REPO)) for p in plots)
-        log(f"wrote {RESULTS_DIR / (PY + '.json')}, {names}, bench/RESULTS.md")
+        written = ", ".join(str(p.relative_to(REPO)) for p in plots)
+        log(f"wrote {RESULTS_DIR / (PY + '.json')}, {written}, bench/RESULTS.md")
     elif args.plot:
         plot(data, [Path(args.plot)])
     return 1 if data["failed"] else 0
