@@ -28,6 +28,10 @@ watcher's result, not the run's):
   the private thread table of asyncio's watcher and is not run; its
   ``test_stopped_child_does_not_block_event_loop`` is, for every watcher.
 
+For Threaded, the harness's ``close_loop`` also joins childwatch's waiter
+threads, as CPython's joins those of asyncio's ``ThreadedChildWatcher``
+(:func:`_close_loop_joining_our_threads`).
+
 Prints one line per watcher and exits 0 only if no test failed or errored and
 at least one ran for every watcher.  A watcher's run gives up after
 ``--timeout`` seconds (a failure).
@@ -47,6 +51,26 @@ WATCHERS = ["Safe", "Fast", "MultiLoop", "Threaded", "Pidfd"]
 NEW_STDLIB = sys.version_info >= (3, 14)
 
 
+def _close_loop_joining_our_threads(module: Any) -> Any:
+    """The harness's ``close_loop``, then a join of childwatch's waiter threads.
+
+    CPython's ``test_utils.TestCase.close_loop`` joins the threads of asyncio's
+    ``ThreadedChildWatcher`` (through its private ``_threads``) right after
+    closing the loop, before ``threading_cleanup`` looks for dangling threads:
+    a waiter that woke for a child the test reaped itself
+    (``test_close_dont_kill_finished``) may still be ending then.  This gives
+    childwatch's Threaded watcher the same courtesy, by thread name."""
+    import threading
+
+    def close_loop(loop: Any) -> None:
+        module.test_utils.TestCase.close_loop(loop)
+        for thread in threading.enumerate():
+            if thread.name.startswith("childwatch-"):
+                thread.join(5)
+
+    return staticmethod(close_loop)
+
+
 def _policy_classes(module: Any, name: str) -> List[type]:
     """3.9–3.13: the bases that plug ``childwatch.<name>ChildWatcher`` in through the policy."""
     import childwatch
@@ -62,6 +86,8 @@ def _policy_classes(module: Any, name: str) -> List[type]:
         "_get_watcher": lambda self: cls(),  # 3.12/3.13 ask this; 3.9–3.11 read Watcher
         "__module__": __name__,
     }
+    if name == "Threaded":
+        body["close_loop"] = _close_loop_joining_our_threads(module)
     return [type(f"Childwatch{name}WatcherTests", bases, body)]
 
 
@@ -94,6 +120,8 @@ def _loop_hook_classes(module: Any, name: str) -> List[type]:
     stopped = getattr(threaded, "test_stopped_child_does_not_block_event_loop", None)
     if stopped is not None:
         body["test_stopped_child_does_not_block_event_loop"] = stopped
+    if name == "Threaded":
+        body["close_loop"] = _close_loop_joining_our_threads(module)
     bases = (module.SubprocessWatcherMixin, module.test_utils.TestCase)
     return [type(f"Childwatch{name}WatcherTests", bases, body)]
 

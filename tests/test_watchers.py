@@ -505,6 +505,26 @@ def test_works_without_any_loop(cls: Any) -> None:
         watcher.close()
 
 
+def test_threaded_close_waits_for_the_thread_delivering_its_last_child() -> None:
+    """The waiter thread retires as it reads its last child's exit and then
+    delivers it (here in that thread: no loop).  close() meanwhile returns
+    only once that thread is gone: CPython's tests check for dangling threads
+    right after closing the watcher."""
+    watcher = childwatch.ThreadedChildWatcher()
+    in_callback = threading.Event()
+
+    def slow(pid: int, returncode: int) -> None:
+        in_callback.set()
+        time.sleep(0.3)
+
+    try:
+        watcher.add_child_handler(spawn_exit(4), slow)
+        assert in_callback.wait(10)
+    finally:
+        watcher.close()
+    assert [t.name for t in threading.enumerate() if t.name == "childwatch-threaded"] == []
+
+
 def test_pidfd_frees_a_closed_loops_fds_at_the_next_registration(loop_name: str) -> None:
     """Pidfd keeps one epoll per loop it serves.  Once that loop is closed with a
     child still registered, registering the child again from another loop

@@ -93,6 +93,12 @@ def collected_by(popen: Optional[subprocess.Popen[Any]]) -> Optional[int]:
     return returncode if isinstance(returncode, int) else None
 
 
+def _bound_to_a_closed_loop(callback: ChildCallback) -> bool:
+    """True if ``callback`` is a method of an event loop that is closed."""
+    loop = getattr(callback, "__self__", None)
+    return isinstance(loop, asyncio.AbstractEventLoop) and loop.is_closed()
+
+
 def another_process(old: Entry, args: Tuple[Any, ...]) -> bool:
     """True if ``old``'s child is provably not the process a registration of the
     same pid with ``args`` is for: its Popen holds a returncode (it is gone), or
@@ -396,7 +402,14 @@ class WatcherBase(AbstractChildWatcher):
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
         try:
-            entry.callback(entry.pid, returncode, *entry.args)
+            if _bound_to_a_closed_loop(entry.callback):
+                # It could only raise "Event loop is closed" (asyncio's own
+                # _child_watcher_callback, a test's loop gone): say so, as asyncio does.
+                logger.warning(
+                    "the loop that handles pid %d is closed: its status %d is dropped", entry.pid, returncode
+                )
+            else:
+                entry.callback(entry.pid, returncode, *entry.args)
         except Exception as exc:
             self._report(entry, exc)
         finally:

@@ -57,6 +57,13 @@ class _Waiter:
         os.close(self.wake_w)
 
 
+def _forget(poller: Any, fd: int) -> None:
+    """Stop polling ``fd`` and close it.  Unregistered first, even from epoll:
+    epoll drops a closed fd only once no other process (a forked child) holds it."""
+    poller.unregister(fd)
+    os.close(fd)
+
+
 class ThreadedChildWatcher(WatcherBase):
     """Waits in threads; never touches SIGCHLD, works on every loop and without one.
 
@@ -80,6 +87,8 @@ class ThreadedChildWatcher(WatcherBase):
     def __init__(self) -> None:
         super().__init__()
         self._waiter: Optional[_Waiter] = None  # the running waiter thread, if any
+        # The waiter thread that retired last, while it delivers its last batch.
+        self._retiring: Optional[threading.Thread] = None
 
     _dispatch = WatcherBase._dispatch_to_loop
 
@@ -118,10 +127,14 @@ class ThreadedChildWatcher(WatcherBase):
 
     def _release_resources(self) -> None:
         """Wait for the waiter thread, which ends now that close() unqueued
-        every child (unless another thread registers one meanwhile)."""
+        every child (unless another thread registers one meanwhile), and for
+        one that retired just before (what it still delivers, close() dropped)."""
         epoch = self._epoch
-        waiter = self._waiter
-        if waiter is None or waiter.thread is threading.current_thread():
+        waiter, retiring = self._waiter, self._retiring
+        me = threading.current_thread()
+        if retiring is not None and retiring is not me:
+            retiring.join(_RETIRE_JOIN_TIMEOUT)
+        if waiter is None or waiter.thread is me:
             return
         while waiter.thread.is_alive() and self._closed and self._epoch == epoch:
             waiter.thread.join(0.1)
@@ -147,6 +160,7 @@ class ThreadedChildWatcher(WatcherBase):
         if self._waiter is not None:
             self._waiter.close_pipe()  # its thread is not in this process
             self._waiter = None
+        self._retiring = None
         super()._after_fork_in_child()
 
     def _run(self, waiter: _Waiter) -> None:
@@ -154,6 +168,7 @@ class ThreadedChildWatcher(WatcherBase):
         poller: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
         poller.register(waiter.wake_r, select.POLLIN)
         polled: Dict[int, Entry] = {}
+        spent: List[int] = []  # pidfds done with, closed once this round's exits are handed over
         last = False
         try:
             while not last:
@@ -164,9 +179,8 @@ class ThreadedChildWatcher(WatcherBase):
                         continue
                     entry = polled.pop(fd)
                     entry.handle = None  # no longer ours to unqueue: _unwatch leaves it be
-                    poller.unregister(fd)
                     exits.append((entry, read_exit(entry.pid, fd)))  # a pidfd is readable once it exited
-                    os.close(fd)
+                    spent.append(fd)
                 while waiter.ops:
                     add, entry = waiter.ops.popleft()
                     fd = entry.handle
@@ -176,51 +190,67 @@ class ThreadedChildWatcher(WatcherBase):
                     elif polled.get(fd) is entry:
                         del polled[fd]
                         entry.handle = None
-                        poller.unregister(fd)
-                        os.close(fd)
+                        spent.append(fd)
                 last = not polled and self._retire(waiter)
+                here = self._hand_over(exits, waiter.thread if last else None)
+                while spent:
+                    _forget(poller, spent.pop())
                 if last:
-                    self._close_waiter(waiter, poller)  # before anyone learns the last statuses
-                self._deliver_batch(exits, waiter.thread if last else None)
+                    self._close_waiter(waiter, poller)  # before any status is delivered in this thread
+                for entry, returncode in here:
+                    self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
         except BaseException:
             logger.exception("the waiter thread of %r failed; its children are no longer watched", self)
             with self._lock:
                 if self._waiter is waiter:
                     self._waiter = None
-            for fd in polled:
+            for fd in [*polled, *spent]:
                 os.close(fd)
             if not last:
                 self._close_waiter(waiter, poller)
             raise
+        finally:
+            with self._lock:
+                if self._retiring is waiter.thread:
+                    self._retiring = None  # a finished thread must not be kept (nor be seen dangling)
 
-    def _deliver_batch(
+    def _hand_over(
         self, exits: List[Tuple[Entry, Tuple[bool, Optional[int]]]], retiring: Optional[threading.Thread]
-    ) -> None:
-        """Deliver the exits one poll found.  From a ``retiring`` thread (this
-        batch is its last act), those for a loop are handed over whole, and the
-        loop joins the thread before delivering them: code that learns a status
-        there (a test checking for leaked threads after its last child, say)
-        finds the watcher idle, with no thread and no fd."""
+    ) -> List[Tuple[Entry, Optional[int]]]:
+        """Hand the exits one poll found to their loops, before this thread
+        closes what it is done with (a loop may be about to close); return
+        those to deliver in this thread (no loop, or it closed).
+
+        From a ``retiring`` thread (this batch is its last act), a loop's
+        exits go over whole, and the loop joins the thread before delivering
+        them: code that learns a status there (a test checking for leaked
+        threads after its last child, say) finds the watcher idle, with no
+        thread and no fd."""
+        here: List[Tuple[Entry, Optional[int]]] = []
         by_loop: Dict[asyncio.AbstractEventLoop, List[Tuple[Entry, Optional[int]]]] = {}
         for entry, (exited, returncode) in exits:
             if not exited:
                 continue
-            if retiring is not None and entry.loop is not None:
+            if entry.loop is None:
+                here.append((entry, returncode))
+            elif retiring is not None:
                 by_loop.setdefault(entry.loop, []).append((entry, returncode))
             else:
-                self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
+                self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)  # to its loop
         for loop, batch in by_loop.items():
-            assert retiring is not None
             try:
                 loop.call_soon_threadsafe(self._deliver_after, retiring, batch)
             except RuntimeError:  # the loop closed: deliver here, as _dispatch_to_loop does
-                for entry, returncode in batch:
-                    self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
+                here += batch
+        return here
 
-    def _deliver_after(self, thread: threading.Thread, batch: List[Tuple[Entry, Optional[int]]]) -> None:
+    def _deliver_after(
+        self, thread: Optional[threading.Thread], batch: List[Tuple[Entry, Optional[int]]]
+    ) -> None:
         """In the loop's thread: wait for ``thread`` to end (it only returns
         now; bounded all the same), then deliver ``batch``."""
-        thread.join(_RETIRE_JOIN_TIMEOUT)
+        if thread is not None:
+            thread.join(_RETIRE_JOIN_TIMEOUT)
         for entry, returncode in batch:
             claimed = self._claim(entry.pid, entry)
             if claimed is not None:
@@ -234,6 +264,7 @@ class ThreadedChildWatcher(WatcherBase):
                 return False
             if self._waiter is waiter:
                 self._waiter = None
+            self._retiring = waiter.thread
             return True
 
     @staticmethod
