@@ -505,6 +505,33 @@ def test_works_without_any_loop(cls: Any) -> None:
         watcher.close()
 
 
+@pytest.mark.parametrize("cls", [childwatch.ThreadedChildWatcher, childwatch.MultiLoopChildWatcher])
+def test_a_callback_bound_to_a_closed_loop_is_not_called(cls: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """It could only raise "Event loop is closed": the status is dropped with
+    a warning (as asyncio's watchers do) and the child reaped all the same."""
+    calls: List[Any] = []
+
+    class Loop(asyncio.SelectorEventLoop):
+        def on_exit(self, pid: int, returncode: int) -> None:
+            calls.append((pid, returncode))
+
+    loop = Loop()
+    loop.close()
+    watcher = cls()
+    try:
+        pid = spawn_exit(3)
+        with caplog.at_level(logging.WARNING, logger="childwatch"):
+            watcher.add_child_handler(pid, loop.on_exit)
+            deadline = time.monotonic() + 10
+            while state(pid) is not None:
+                assert time.monotonic() < deadline, f"pid {pid} was not reaped"
+                time.sleep(0.005)
+        assert calls == []
+        assert f"the loop that handles pid {pid} is closed: its status 3 is dropped" in caplog.text
+    finally:
+        watcher.close()
+
+
 def test_threaded_close_waits_for_the_thread_delivering_its_last_child() -> None:
     """The waiter thread retires as it reads its last child's exit and then
     delivers it (here in that thread: no loop).  close() meanwhile returns
