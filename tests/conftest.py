@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tup
 import pytest
 
 import childwatch
+from spawning import sh
 
 pytest_plugins = ["pytester"]
 
@@ -37,38 +38,6 @@ TIMEOUT = 60.0
 
 
 # -- children ---------------------------------------------------------------
-
-
-# Children start with default dispositions: a shell that started the tests in
-# the background ignores SIGINT/SIGQUIT, and ignored signals survive exec.
-DEFAULT_SIGNALS = [
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGABRT,
-    signal.SIGSEGV,
-    signal.SIGPIPE,
-]
-
-
-_kept: List[subprocess.Popen] = []  # type: ignore[type-arg]
-
-
-def start(argv: List[str]) -> int:
-    """Start ``argv`` (a full path first) as a child of this process; return its pid.
-
-    With ``os.posix_spawn`` (the signals of DEFAULT_SIGNALS at their defaults);
-    where the interpreter lacks it (PyPy), with a ``subprocess.Popen`` that is
-    kept referenced forever and never asked about its child, so that it never
-    reaps it (a collected Popen of a running child is polled by the next one)."""
-    if hasattr(os, "posix_spawn"):
-        return os.posix_spawn(argv[0], argv, os.environ, setsigdef=DEFAULT_SIGNALS)
-    proc = subprocess.Popen(argv, restore_signals=True)
-    _kept.append(proc)
-    return proc.pid
 
 
 def in_pid_namespace(args: List[str], *, mount_proc: bool = False, timeout: float) -> Dict[str, Any]:
@@ -95,9 +64,8 @@ def in_pid_namespace(args: List[str], *, mount_proc: bool = False, timeout: floa
     return report
 
 
-def spawn(script: str) -> int:
-    """Start ``sh -c script`` as a child of this process; return its pid."""
-    return start(["/bin/sh", "-c", script])
+spawn = sh
+"""Start ``sh -c script`` as a child of this process; return its pid."""
 
 
 def spawn_exit(code: int) -> int:

@@ -35,10 +35,11 @@ import logging
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Set
+
+from spawning import start
 
 PID_MAX = 1000  # the smallest pid space the kernel accepts is a few hundred
 FREE = 24  # pids left free once the space is full
@@ -68,18 +69,6 @@ def note_pid(pid: int) -> None:
     if pid in seen:
         report["pids_reused"] += 1
     seen.add(pid)
-
-
-_kept: List[subprocess.Popen] = []  # type: ignore[type-arg]
-
-
-def start(argv: List[str]) -> int:
-    """posix_spawn, or (PyPy) a Popen kept referenced and never asked, so it never reaps."""
-    if hasattr(os, "posix_spawn"):
-        return os.posix_spawn(argv[0], argv, os.environ)
-    proc = subprocess.Popen(argv)
-    _kept.append(proc)
-    return proc.pid
 
 
 def shrink_pid_space() -> List[int]:

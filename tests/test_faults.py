@@ -1169,13 +1169,8 @@ REUSE_SCRIPT = textwrap.dedent(
     import childwatch
     from childwatch._status import peek  # waitid(WNOWAIT), also where os lacks it (PyPy)
 
-    kept = []
-
-    def spawn(script):
-        if hasattr(os, "posix_spawn"):
-            return os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ)
-        kept.append(subprocess.Popen(["/bin/sh", "-c", script]))  # PyPy: kept, never asked
-        return kept[-1].pid
+    sys.path.insert(0, TESTS_DIR)
+    from spawning import sh as spawn
 
     def spawn_at(pid, script):
         # The next pid this namespace hands out is ns_last_pid + 1.
@@ -1289,7 +1284,7 @@ REUSE_SCRIPT = textwrap.dedent(
     out["warnings"] = warned
     print(json.dumps(out))
     """
-)
+).replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
 
 
 def in_a_pid_namespace(watcher_cls: Any, scenario: str) -> Dict[str, Any]:

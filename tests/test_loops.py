@@ -180,7 +180,8 @@ def test_uvloop_refuses_custom_watchers() -> None:
 TRIO_ASYNCIO_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, os, subprocess, sys
-    kept = []
+    sys.path.insert(0, TESTS_DIR)
+    from spawning import sh
     try:
         import trio, trio_asyncio
     except Exception as exc:
@@ -207,11 +208,7 @@ TRIO_ASYNCIO_SCRIPT = textwrap.dedent(
                 results = {}
                 for name, support in childwatch.capabilities(loop).watchers:
                     w = getattr(childwatch, name)()
-                    if hasattr(os, "posix_spawn"):
-                        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 13"], os.environ)
-                    else:  # PyPy: a Popen kept, never asked, so never reaping
-                        kept.append(subprocess.Popen(["/bin/sh", "-c", "exit 13"]))
-                        pid = kept[-1].pid
+                    pid = sh("exit 13")
                     try:
                         fut = loop.create_future()
                         w.add_child_handler(pid, lambda p, rc: loop.call_soon_threadsafe(fut.set_result, rc))
@@ -229,7 +226,7 @@ TRIO_ASYNCIO_SCRIPT = textwrap.dedent(
 
     trio.run(main)
     """
-)
+).replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_trio_asyncio_refuses_custom_watchers_in_its_own_process() -> None:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, List
+from typing import Any
 
 try:
     import sniffio
@@ -26,15 +26,7 @@ except Exception as exc:  # ImportError, or AttributeError from a too-new asynci
 
 import childwatch
 from childwatch import _wait_pid
-
-_kept: List[subprocess.Popen] = []  # type: ignore[type-arg]
-
-
-def spawn(script: str) -> int:
-    if hasattr(os, "posix_spawn"):
-        return os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ)
-    _kept.append(subprocess.Popen(["/bin/sh", "-c", script]))  # PyPy: kept, never asked, so never reaping
-    return _kept[-1].pid
+from spawning import sh as spawn
 
 
 def sleeper() -> int:
