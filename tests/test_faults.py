@@ -545,15 +545,17 @@ def break_pidfd_open(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
 
 
 @pytest.mark.parametrize("failure", ["ENOSYS", "EPERM", "missing"])
-def test_threaded_falls_back_to_a_thread_per_child(
+def test_threaded_without_pidfd_waits_in_one_fdless_thread(
     loop_name: str, failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No pidfd_open (old kernel, seccomp, no such function): a thread per
-    child, nothing lost, every thread gone once its child is delivered."""
+    """No pidfd_open (old kernel, seccomp, no such function): every child is
+    waited for by the one fd-less waiter thread, with no fd; nothing lost,
+    the thread gone once the last child is delivered."""
     break_pidfd_open(monkeypatch, failure)
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
 
     async def main() -> None:
+        fds_before = len(os.listdir("/proc/self/fd"))
         watcher = childwatch.ThreadedChildWatcher()
         got = Calls()
         try:
@@ -587,9 +589,9 @@ def test_threaded_falls_back_to_a_thread_per_child(
                 await asyncio.sleep(0.005)
             expected.update(from_thread)
             await got.wait(expected)
-            assert threading.active_count() >= threads_before + len(sleepers), (
-                "one waiting thread per live child"
-            )
+            mine = [t.name for t in set(threading.enumerate()) - threads_before]
+            assert mine == ["childwatch-fdless"], f"one thread for every child, not {mine}"
+            assert len(os.listdir("/proc/self/fd")) == fds_before, "no fd without pidfd"
             await kill_and_settle(got, expected, sleepers)
         finally:
             watcher.close()
