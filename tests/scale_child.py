@@ -92,8 +92,11 @@ async def scale(kind: str, n: int, foreign: bool) -> Dict[str, Any]:
 
     read_end, write_end = os.pipe()  # the children's stdin: closing write_end releases them
     baseline = fds()
-    stray = spawn(42, read_end) if foreign else 0
+    stray = 0
     if foreign:
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        stray = spawn(42, devnull)  # reads EOF at once
+        os.close(devnull)
         while state(stray) != "Z":
             await asyncio.sleep(0.001)
     if kind == "default":
