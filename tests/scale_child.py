@@ -177,7 +177,8 @@ def run(loop_name: str, main: Callable[[], Coroutine[Any, Any, Dict[str, Any]]])
                 result: Dict[str, Any] = await trio_asyncio.aio_as_trio(main)()
                 return result
 
-        return trio.run(on_trio)  # type: ignore[no-any-return]
+        return trio.run(on_trio)
+    loop: asyncio.AbstractEventLoop
     if loop_name == "uvloop":
         import uvloop
 
