@@ -83,8 +83,9 @@ def has_pidfd() -> bool:
 def default_kind() -> str:
     """The kind of watcher ``childwatch.default_watcher(loop)`` makes on a stdlib loop.
 
-    (Pidfd where pidfds work, else Threaded; the same rule when childwatch has
-    no ``default_watcher``.)  ``CHILDWATCH_BENCH_DEFAULT=Threaded`` overrides it.
+    (Threaded since 0.2.0; before, Pidfd where pidfds work, else Threaded, the
+    rule used when childwatch has no ``default_watcher``.)
+    ``CHILDWATCH_BENCH_DEFAULT=Pidfd`` overrides it.
     """
     override = os.environ.get("CHILDWATCH_BENCH_DEFAULT")
     if override:

@@ -545,15 +545,17 @@ def break_pidfd_open(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
 
 
 @pytest.mark.parametrize("failure", ["ENOSYS", "EPERM", "missing"])
-def test_threaded_falls_back_to_a_thread_per_child(
+def test_threaded_without_pidfd_waits_in_one_fdless_thread(
     loop_name: str, failure: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No pidfd_open (old kernel, seccomp, no such function): a thread per
-    child, nothing lost, every thread gone once its child is delivered."""
+    """No pidfd_open (old kernel, seccomp, no such function): every child is
+    waited for by the one fd-less waiter thread, with no fd; nothing lost,
+    the thread gone once the last child is delivered."""
     break_pidfd_open(monkeypatch, failure)
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
 
     async def main() -> None:
+        fds_before = len(os.listdir("/proc/self/fd"))
         watcher = childwatch.ThreadedChildWatcher()
         got = Calls()
         try:
@@ -587,14 +589,47 @@ def test_threaded_falls_back_to_a_thread_per_child(
                 await asyncio.sleep(0.005)
             expected.update(from_thread)
             await got.wait(expected)
-            assert threading.active_count() >= threads_before + len(sleepers), (
-                "one waiting thread per live child"
-            )
+            mine = [t.name for t in set(threading.enumerate()) - threads_before]
+            assert mine == ["childwatch-fdless"], f"one thread for every child, not {mine}"
+            assert len(os.listdir("/proc/self/fd")) == fds_before, "no fd without pidfd"
             await kill_and_settle(got, expected, sleepers)
         finally:
             watcher.close()
 
     run(loop_name, main)
+
+
+def test_fdless_waiter_outlives_close_until_an_exit_and_is_reused() -> None:
+    """The fd-less waiter cannot be interrupted in ``waitid``: closed with a
+    child still running, it stays until some child of the process exits; a
+    registration meanwhile reopens the watcher on that same thread, and the
+    dropped child is neither delivered nor reaped."""
+
+    async def main() -> None:
+        watcher = childwatch.ThreadedChildWatcher(fd_share=0)
+        got = Calls()
+        dropped = spawn_sleeper()
+        try:
+            watcher.add_child_handler(dropped, got)
+            (thread,) = [t for t in threading.enumerate() if t.name == "childwatch-fdless"]
+            await asyncio.sleep(0.2)  # it reaches its waitid
+            watcher.close()
+            await asyncio.sleep(0.1)
+            assert thread.is_alive(), "blocked in waitid: it cannot have ended"
+            later = spawn_exit(5)
+            watcher.add_child_handler(later, got)
+            await got.wait([later])
+            assert [t for t in threading.enumerate() if t.name == "childwatch-fdless"] in ([thread], [])
+            os.kill(dropped, signal.SIGTERM)
+            wait_zombie(dropped)
+            thread.join(5)
+            assert not thread.is_alive(), "an exit wakes it, and it has nothing left to wait for"
+            exactly(got, {later: 5})
+            assert reap(dropped, kill=False) == -signal.SIGTERM, "dropped by close(): the caller's to reap"
+        finally:
+            watcher.close()
+
+    run("asyncio", main)
 
 
 @pytest.mark.parametrize("failure", ["ENOSYS", "EPERM"])
@@ -700,6 +735,44 @@ def test_fd_exhaustion(watcher_cls: Any, free: int) -> None:
             watcher.close()
 
     run("asyncio", main)
+
+
+def test_pidfd_watcher_tells_the_fd_limit() -> None:
+    """At EMFILE, PidfdChildWatcher's error keeps the errno and says what is
+    wrong (the soft limit, how many fds the process and the watcher hold) and
+    what to do (the Threaded watcher, or a higher limit), not "needs Linux 5.3+"."""
+
+    async def main() -> None:
+        watcher = childwatch.PidfdChildWatcher()
+        got = Calls()
+        first, refused = spawn_sleeper(), spawn_exit(9)
+        try:
+            watcher.add_child_handler(first, got)
+            with fds_exhausted(0):
+                soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                with pytest.raises(OSError) as info:
+                    watcher.add_child_handler(refused, got)
+            assert info.value.errno == errno.EMFILE
+            message = str(info.value)
+            for needed in (f"pidfd_open({refused})", f"soft RLIMIT_NOFILE is {soft}", "all its fds"):
+                assert needed in message, message
+            assert "2 of them are this watcher's" in message, message  # the first pidfd and the epoll
+            assert "ThreadedChildWatcher" in message and "resource.setrlimit" in message, message
+            assert "5.3" not in message, message
+            assert watcher.remove_child_handler(refused) is False
+            os.kill(first, signal.SIGTERM)
+            await got.wait([first])
+            assert reap(refused, kill=False) == 9, "the refused child is the caller's"
+        finally:
+            watcher.close()
+
+    run("asyncio", main)
+
+
+def test_threaded_fd_share_is_checked() -> None:
+    for bad, error in ((True, TypeError), ("0.5", TypeError), (-0.1, ValueError), (1.5, ValueError)):
+        with pytest.raises(error, match="fd_share"):
+            childwatch.ThreadedChildWatcher(fd_share=bad)  # type: ignore[arg-type]
 
 
 # -- 7. EINTR: a flood of signals -------------------------------------------------------------

@@ -7,9 +7,8 @@ from typing import Optional
 
 from ._contract import AbstractChildWatcher
 from ._errors import UnsupportedLoopError
-from ._mechanisms import pidfd_works
 from .loops import LoopAdapter, adapter_for, stdlib_adapter
-from .watchers import PidfdChildWatcher, ThreadedChildWatcher
+from .watchers import ThreadedChildWatcher
 from .watchers._base import check_loop, running_loop
 from .watchers._sigchld import LoopSigchldWatcher
 
@@ -88,14 +87,13 @@ def get_child_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> Optio
 
 
 def default_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> AbstractChildWatcher:
-    """A new instance of the best safe watcher here: pidfd if the kernel allows it
-    and there is a loop (given or running), else the threaded one.
+    """A new instance of the best safe watcher, with or without a loop (``loop``
+    is only validated): a :class:`ThreadedChildWatcher`, which serves any
+    number of children in at most two threads and a quarter of the soft
+    ``RLIMIT_NOFILE`` (pidfds while they fit in that share, one fd-less waiter
+    beyond), on every loop and without one.
 
-    Neither installs a signal handler nor reaps other code's children.
+    It installs no signal handler and reaps no other code's children.
     """
-    loop = check_loop(loop) or running_loop()
-    if loop is not None and pidfd_works():
-        watcher = PidfdChildWatcher()
-        watcher.attach_loop(loop)
-        return watcher
+    check_loop(loop)
     return ThreadedChildWatcher()

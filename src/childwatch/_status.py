@@ -56,25 +56,20 @@ def peek_pidfd(pidfd: int) -> Optional[int]:
     return _returncode(result)
 
 
-def peek_any() -> Optional[Tuple[int, int]]:
-    """``(pid, returncode)`` of some exited child of this process, or None.
+def peek_any(block: bool = False) -> Optional[Tuple[int, int]]:
+    """``(pid, returncode)`` of some exited child of this process, or None
+    (none has exited; with ``block``, only if this process has no child at all:
+    it waits for one to exit).
 
     The child is not reaped: the same child is returned until someone reaps it.
     """
     try:
-        result = _syscalls.waitid(P_ALL, 0, _PEEK)
+        result = _syscalls.waitid(P_ALL, 0, WEXITED | WNOWAIT if block else _PEEK)
     except ChildProcessError:
         return None
     if result is None or result.si_pid == 0:
         return None
     return result.si_pid, _returncode(result)
-
-
-def wait_exit(pid: int) -> int:
-    """Block until child ``pid`` exits and return its returncode, unreaped."""
-    result = _syscalls.waitid(P_PID, pid, WEXITED | WNOWAIT)
-    assert result is not None
-    return _returncode(result)
 
 
 def release(pid: int) -> None:

@@ -137,7 +137,7 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None) -> Capabiliti
         subprocesses=subprocesses,
         watchers=_watchers(loop, sigchld, mechanisms["pidfd"], mechanisms["waitid"]),
         current_watcher=current,
-        recommended="PidfdChildWatcher" if mechanisms["pidfd"] else "ThreadedChildWatcher",
+        recommended="ThreadedChildWatcher",
     )
 
 

@@ -57,6 +57,15 @@ def read_exit(pid: int, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int
     return returncode is not None, returncode
 
 
+def exit_of(pid: int, entry: Optional[Entry], pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
+    """:func:`read_exit` for a registered child: ``(True, None)`` without
+    reading the pid if ``entry``'s Popen reaped it (the pid may be a
+    newcomer's by now, running or not)."""
+    if entry is not None and collected_by(popen_of(pid, entry.args)) is not None:
+        return True, None
+    return read_exit(pid, pidfd)
+
+
 class Entry:
     """One registered child: its callback, arguments and watcher-specific handle."""
 
@@ -505,11 +514,7 @@ class WatcherBase(AbstractChildWatcher):
         if entry is None:
             with self._lock:
                 entry = self._entries.get(pid)
-        if entry is not None and collected_by(popen_of(pid, entry.args)) is not None:
-            # Its Popen reaped it: the pid may be a newcomer's, running or not.
-            self._deliver_exit(pid, entry, None)
-            return True
-        exited, returncode = read_exit(pid, pidfd)
+        exited, returncode = exit_of(pid, entry, pidfd)
         if exited:
             self._deliver_exit(pid, entry, returncode)
         return exited

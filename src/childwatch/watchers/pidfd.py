@@ -4,10 +4,12 @@ the loop watches through its public add_reader."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import select
 from typing import Callable, Dict, Optional, Tuple
 
+from .. import _fds
 from .._syscalls import pidfd_open
 from ._base import Entry, WatcherBase, check_loop, running_loop
 
@@ -93,9 +95,7 @@ class PidfdChildWatcher(WatcherBase):
             fd = pidfd_open(entry.pid)
         except OSError as exc:
             raise type(exc)(
-                exc.errno,
-                f"pidfd_open({entry.pid}) failed: {exc.strerror}; PidfdChildWatcher needs Linux 5.3+ "
-                "with pidfd_open allowed (use ThreadedChildWatcher otherwise)",
+                exc.errno, f"pidfd_open({entry.pid}) failed: {exc.strerror}; {self._advice(exc)}"
             ) from exc
         try:
             poller.epoll.register(fd, select.EPOLLIN)
@@ -105,6 +105,22 @@ class PidfdChildWatcher(WatcherBase):
         entry.handle = (poller, fd)
         poller.by_fd[fd] = entry
         self._entries[entry.pid] = entry
+
+    def _advice(self, exc: OSError) -> str:
+        """What to do about ``pidfd_open``'s failure (lock held)."""
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            return "PidfdChildWatcher needs Linux 5.3+ with pidfd_open allowed (use ThreadedChildWatcher otherwise)"
+        mine = sum(len(poller.by_fd) + 1 for poller in self._pollers.values())  # pidfds and epolls
+        soft = _fds.soft_limit()
+        held = _fds.held()
+        cause = "the system's file table is full" if exc.errno == errno.ENFILE else "the fd limit is reached"
+        return (
+            f"{cause}: this process holds {'all its' if held is None else held} fds, its soft RLIMIT_NOFILE "
+            f"is {soft}, {mine} of them are this watcher's (a pidfd per child, an epoll per loop); use "
+            "ThreadedChildWatcher (or default_watcher()), which waits for any number of children within "
+            f"{_fds.DEFAULT_FD_SHARE:.0%} of the limit, or raise the soft limit "
+            "(resource.setrlimit(resource.RLIMIT_NOFILE, ...))"
+        )
 
     def _new_poller(self, loop: asyncio.AbstractEventLoop) -> _Poller:
         """An epoll for ``loop``'s children, read by ``loop`` (lock held)."""

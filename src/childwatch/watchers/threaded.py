@@ -1,4 +1,4 @@
-"""ThreadedChildWatcher: no signals; a waiter thread, usable from any thread and loop."""
+"""ThreadedChildWatcher: no signals; at most two waiter threads, usable from any thread and loop."""
 
 from __future__ import annotations
 
@@ -9,33 +9,61 @@ import select
 import threading
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from .._status import logger, wait_exit
+from .. import _fds
+from .._status import logger, peek_any
 from .._syscalls import pidfd_open
-from ._base import Entry, WatcherBase, check_loop, read_exit
+from ._base import (
+    THEFT_CHECK_DELAY,
+    THEFT_CHECK_DELAY_PER_CHILD,
+    Entry,
+    WatcherBase,
+    check_loop,
+    exit_of,
+    read_exit,
+)
 
 _RETIRE_JOIN_TIMEOUT = 1.0
 """Seconds a loop waits at most for a retiring waiter thread to end (it has
 nothing left to do but return)."""
 
+_WAITER_FDS = 3
+"""The fds of a pidfd waiter run besides its pidfds: its wake-up pipe and its epoll."""
+
+_FDLESS_FIRST_DELAY = 0.001
+"""Seconds the fd-less waiter first waits for an exited child it cannot
+deliver (another code's, or one of ours being delivered) to be reaped before
+it checks its children one by one; the wait doubles while the same child
+stays, up to the theft-check delay of :mod:`._base` for as many children."""
+
+Exit = Tuple[Entry, Tuple[bool, Optional[int]]]
+"""An entry and what :func:`read_exit` read of it."""
+
 
 class _Waiter:
-    """One run of the waiter thread: its wake-up pipe and its queue of
-    ``(add?, entry)`` operations.  The thread owns every pidfd it polls and
-    ends when it polls nothing and nothing is queued; the next registration
-    starts a new run."""
+    """One run of the pidfd waiter thread: its wake-up pipe, its epoll and its
+    queue of ``(add?, entry)`` operations.  The thread owns every pidfd it
+    polls and ends when it polls nothing and nothing is queued; the next
+    registration with a pidfd starts a new run."""
 
-    __slots__ = ("ops", "thread", "wake_r", "wake_w")
+    __slots__ = ("ops", "poller", "thread", "wake_r", "wake_w")
 
     def __init__(self, target: Callable[[_Waiter], None]) -> None:
         self.ops: Deque[Tuple[bool, Entry]] = collections.deque()
         self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
+        try:
+            os.set_blocking(self.wake_r, False)
+            os.set_blocking(self.wake_w, False)
+            # epoll's wait costs O(ready fds), poll's O(registered fds).
+            self.poller: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
+        except BaseException:
+            self.close_pipe()
+            raise
+        self.poller.register(self.wake_r, select.POLLIN)
         self.thread = threading.Thread(target=target, args=(self,), name="childwatch-threaded", daemon=True)
         try:
             self.thread.start()
         except BaseException:
-            self.close_pipe()
+            self.close_fds()
             raise
 
     def queue(self, add: bool, entry: Entry) -> None:
@@ -56,38 +84,62 @@ class _Waiter:
         os.close(self.wake_r)
         os.close(self.wake_w)
 
-
-def _forget(poller: Any, fd: int) -> None:
-    """Stop polling ``fd`` and close it.  Unregistered first, even from epoll:
-    epoll drops a closed fd only once no other process (a forked child) holds it."""
-    poller.unregister(fd)
-    os.close(fd)
+    def close_fds(self) -> None:
+        if hasattr(self.poller, "close"):
+            self.poller.close()
+        self.close_pipe()
 
 
 class ThreadedChildWatcher(WatcherBase):
     """Waits in threads; never touches SIGCHLD, works on every loop and without one.
 
-    On Linux one waiter thread per watcher polls a pidfd per child (so a
-    thousand children cost one thread and a thousand fds).  Where
-    ``pidfd_open`` fails (old kernel, seccomp, fd exhaustion) that child gets
-    a thread of its own, blocked in ``waitid(WNOWAIT)``.
+    Two ways to wait, in at most two threads per watcher, each running only
+    while it has children to wait for:
+
+    - The *pidfd waiter* polls a pidfd per child (Linux 5.3+), as long as the
+      watcher holds at most ``fd_share`` of the soft ``RLIMIT_NOFILE``
+      (default :data:`childwatch._fds.DEFAULT_FD_SHARE`, a quarter: 256 fds of
+      1024, its pipe and epoll included), checked at each registration.
+    - Every other child (beyond that share, or where ``pidfd_open`` fails:
+      old kernel, seccomp, fd exhaustion) goes to the *fd-less waiter*, a
+      thread blocked in ``waitid(P_ALL, WEXITED | WNOWAIT)``: it wakes when
+      any child of the process has exited, without reaping it, and delivers
+      it if it is one of its children (the next exit shows once that child is
+      reaped, after its callback).  An exited child it cannot deliver (another
+      code's zombie, or one of ours still being delivered) hides the others:
+      it then waits for that child to be reaped and, while it stays, checks
+      its children one by one with ``waitid(P_PID, WNOHANG | WNOWAIT)``, after
+      1 ms, then at doubling intervals up to 50 ms or 0.2 ms per child, so
+      that however long a foreign zombie stays, the checks take under 1% of
+      a CPU (and statuses may come that late meanwhile).
+
+    So any number of children cost at most two threads and ``fd_share`` of
+    the soft limit (0: no fd at all, every child to the fd-less waiter); the
+    application keeps the rest.  No SIGCHLD handler, no ``waitpid(-1)``:
+    only the children registered here are ever reaped.
 
     A child registered from a running loop is called back in that loop's
-    thread; one registered outside any loop, in the waiter thread.  Either
+    thread; one registered outside any loop, in a waiter thread.  Either
     way the child is still a zombie while its callback runs: its pid cannot
-    be reused before the callback has returned.  The waiter thread runs only
-    while there are children to wait for: an idle watcher holds no thread
-    and no fd, and while it has children the thread keeps it alive (an
-    abandoned watcher still delivers them).  :meth:`close` drops the
-    children and waits for the waiter thread to end; a per-child fallback
-    thread ends when its child exits (it cannot be interrupted).
-    :meth:`attach_loop` only validates its argument: no loop is needed.
+    be reused before the callback has returned.  An idle watcher holds no
+    thread and no fd, and while it has children its threads keep it alive
+    (an abandoned watcher still delivers them).  :meth:`close` drops the
+    children and waits for the pidfd waiter to end.  The fd-less waiter,
+    blocked in ``waitid`` while children it dropped still run, cannot be
+    interrupted: it ends at the next exit of any child of the process (a
+    registration meanwhile uses it again).  :meth:`attach_loop` only
+    validates its argument: no loop is needed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fd_share: float = _fds.DEFAULT_FD_SHARE) -> None:
         super().__init__()
-        self._waiter: Optional[_Waiter] = None  # the running waiter thread, if any
-        # The waiter thread that retired last, while it delivers its last batch.
+        self._fd_share = _fds.check_share(fd_share)
+        self._waiter: Optional[_Waiter] = None  # the running pidfd waiter, if any
+        self._pidfds = 0  # pidfds open (lock)
+        self._fdless: Dict[int, Entry] = {}  # the fd-less waiter's children (lock)
+        self._fdless_thread: Optional[threading.Thread] = None  # the running fd-less waiter, if any
+        self._reaped = threading.Event()  # set at each reap: the exit the fd-less waiter sees may change
+        # The waiter thread (either kind) that retired last, while it delivers its last batch.
         self._retiring: Optional[threading.Thread] = None
 
     _dispatch = WatcherBase._dispatch_to_loop
@@ -97,25 +149,42 @@ class ThreadedChildWatcher(WatcherBase):
 
     def _watch(self, entry: Entry) -> None:
         self._probe(entry.pid)
-        fd = None
-        try:
-            fd = pidfd_open(entry.pid)
-            if self._waiter is None:
-                self._waiter = _Waiter(self._run)
-        except (AttributeError, OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
-            if fd is not None:
-                os.close(fd)
-                fd = None
-            logger.debug("cannot poll a pidfd for %d (%s): waiting in a thread of its own", entry.pid, exc)
+        fd = self._open_pidfd(entry.pid)
         if fd is None:
-            threading.Thread(
-                target=self._wait_one, args=(entry,), name=f"childwatch-waitpid-{entry.pid}", daemon=True
-            ).start()  # its _check waits for our lock, held until the entry is in the table
+            if self._fdless_thread is None:
+                thread = threading.Thread(target=self._run_fdless, name="childwatch-fdless", daemon=True)
+                thread.start()  # it waits for our lock, held until the entry is in the table
+                self._fdless_thread = thread
+            self._fdless[entry.pid] = entry
         entry.handle = fd
         self._entries[entry.pid] = entry
         if fd is not None:
             assert self._waiter is not None
             self._waiter.queue(True, entry)
+
+    def _open_pidfd(self, pid: int) -> Optional[int]:
+        """A pidfd for ``pid`` in a running pidfd waiter (lock held), or None:
+        it would take the watcher past its fd share, or no pidfd, fd or thread
+        can be had."""
+        if self._pidfds + 1 + _WAITER_FDS > _fds.budget(self._fd_share):
+            return None
+        fd = None
+        try:
+            fd = pidfd_open(pid)
+            if self._waiter is None:
+                self._waiter = _Waiter(self._run)
+        except (AttributeError, OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
+            if fd is not None:
+                os.close(fd)
+            logger.debug("cannot poll a pidfd for %d (%s): the fd-less waiter waits for it", pid, exc)
+            return None
+        self._pidfds += 1
+        return fd
+
+    def _close_pidfd(self, fd: int) -> None:
+        os.close(fd)
+        with self._lock:
+            self._pidfds -= 1
 
     def _unwatch(self, entry: Entry) -> None:
         if entry.handle is not None:
@@ -124,11 +193,15 @@ class ThreadedChildWatcher(WatcherBase):
             # entry out, and _retire (under the lock) comes after that.
             assert self._waiter is not None
             self._waiter.queue(False, entry)
+        elif self._fdless.get(entry.pid) is entry:
+            del self._fdless[entry.pid]
 
     def _release_resources(self) -> None:
-        """Wait for the waiter thread, which ends now that close() unqueued
+        """Wait for the pidfd waiter, which ends now that close() unqueued
         every child (unless another thread registers one meanwhile), and for
-        one that retired just before (what it still delivers, close() dropped)."""
+        a waiter that retired just before (what it still delivers, close()
+        dropped); wake the fd-less waiter if it is between two checks: it ends then."""
+        self._reaped.set()
         epoch = self._epoch
         waiter, retiring = self._waiter, self._retiring
         me = threading.current_thread()
@@ -139,12 +212,12 @@ class ThreadedChildWatcher(WatcherBase):
         while waiter.thread.is_alive() and self._closed and self._epoch == epoch:
             waiter.thread.join(0.1)
 
-    def _wait_one(self, entry: Entry) -> None:
-        try:
-            wait_exit(entry.pid)
-        except ChildProcessError:
-            pass  # reaped behind our back: _check reports it
-        self._reporting(entry, self._check, entry.pid, entry)
+    def _finish(self, entry: Entry, reap: bool) -> None:
+        super()._finish(entry, reap)
+        self._reaped.set()
+
+    def _after_loop_delivery(self) -> None:
+        self._reaped.set()  # a deferred reap (see WatcherBase._reap_after_transport)
 
     def _reporting(self, entry: Entry, deliver: Callable[..., object], *args: Any) -> None:
         """``deliver(*args)`` in a thread of ours: even SystemExit from a callback is reported, not fatal."""
@@ -158,17 +231,18 @@ class ThreadedChildWatcher(WatcherBase):
             if entry.handle is not None:
                 os.close(entry.handle)
         if self._waiter is not None:
-            self._waiter.close_pipe()  # its thread is not in this process
+            self._waiter.close_fds()  # its thread is not in this process
             self._waiter = None
+        self._pidfds = 0
+        self._fdless.clear()
+        self._fdless_thread = None
         self._retiring = None
+        self._reaped = threading.Event()
         super()._after_fork_in_child()
 
     def _run(self, waiter: _Waiter) -> None:
-        # epoll's wait costs O(ready fds), poll's O(registered fds).
-        poller: Any = select.epoll() if hasattr(select, "epoll") else select.poll()
-        poller.register(waiter.wake_r, select.POLLIN)
+        poller = waiter.poller
         polled: Dict[int, Entry] = {}
-        spent: List[int] = []  # pidfds done with, closed once this round's exits are handed over
         last = False
         try:
             while not last:
@@ -179,8 +253,9 @@ class ThreadedChildWatcher(WatcherBase):
                         continue
                     entry = polled.pop(fd)
                     entry.handle = None  # no longer ours to unqueue: _unwatch leaves it be
+                    poller.unregister(fd)
                     exits.append((entry, read_exit(entry.pid, fd)))  # a pidfd is readable once it exited
-                    spent.append(fd)
+                    self._close_pidfd(fd)
                 while waiter.ops:
                     add, entry = waiter.ops.popleft()
                     fd = entry.handle
@@ -190,67 +265,112 @@ class ThreadedChildWatcher(WatcherBase):
                     elif polled.get(fd) is entry:
                         del polled[fd]
                         entry.handle = None
-                        spent.append(fd)
+                        poller.unregister(fd)
+                        self._close_pidfd(fd)
                 last = not polled and self._retire(waiter)
-                here = self._hand_over(exits, waiter.thread if last else None)
-                while spent:
-                    _forget(poller, spent.pop())
                 if last:
-                    self._close_waiter(waiter, poller)  # before any status is delivered in this thread
-                for entry, returncode in here:
-                    self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
+                    waiter.close_fds()  # before anyone learns the last statuses
+                self._deliver_batch(exits, waiter.thread if last else None)
         except BaseException:
             logger.exception("the waiter thread of %r failed; its children are no longer watched", self)
             with self._lock:
                 if self._waiter is waiter:
                     self._waiter = None
-            for fd in [*polled, *spent]:
-                os.close(fd)
+            for fd in polled:
+                self._close_pidfd(fd)
             if not last:
-                self._close_waiter(waiter, poller)
+                waiter.close_fds()
             raise
         finally:
+            self._retired(waiter.thread)
+
+    def _run_fdless(self) -> None:
+        """The fd-less waiter: deliver the children in :attr:`_fdless` as
+        ``waitid(P_ALL, WNOWAIT)`` shows their exits (see the class docstring)."""
+        stuck: Optional[int] = None  # the exited child we cannot deliver, seen last time
+        delay = _FDLESS_FIRST_DELAY
+        try:
+            while True:
+                self._reaped.clear()
+                if self._hand_over([]):
+                    return  # nothing left to wait for
+                found = peek_any(block=True)  # None: no child at all (ours were reaped elsewhere)
+                with self._lock:
+                    entry = None if found is None else self._fdless.get(found[0])
+                if found is not None and entry is not None:
+                    stuck, delay = None, _FDLESS_FIRST_DELAY
+                    if self._hand_over([(entry, (True, found[1]))]):
+                        return
+                    continue
+                head = None if found is None else found[0]
+                if head != stuck:
+                    stuck, delay = head, _FDLESS_FIRST_DELAY
+                if self._reaped.wait(delay):
+                    continue  # a child of ours was reaped: the head may have moved
+                with self._lock:
+                    fdless = list(self._fdless.items())
+                delay = min(2 * delay, max(THEFT_CHECK_DELAY, THEFT_CHECK_DELAY_PER_CHILD * len(fdless)))
+                if self._hand_over([(entry, exit_of(pid, entry)) for pid, entry in fdless]):
+                    return
+        except BaseException:
+            logger.exception(
+                "the fd-less waiter thread of %r failed; its children are no longer watched", self
+            )
             with self._lock:
-                if self._retiring is waiter.thread:
-                    self._retiring = None  # a finished thread must not be kept (nor be seen dangling)
+                if self._fdless_thread is threading.current_thread():
+                    self._fdless_thread = None
+            raise
+        finally:
+            self._retired(threading.current_thread())
 
-    def _hand_over(
-        self, exits: List[Tuple[Entry, Tuple[bool, Optional[int]]]], retiring: Optional[threading.Thread]
-    ) -> List[Tuple[Entry, Optional[int]]]:
-        """Hand the exits one poll found to their loops, before this thread
-        closes what it is done with (a loop may be about to close); return
-        those to deliver in this thread (no loop, or it closed).
+    def _hand_over(self, exits: List[Exit]) -> bool:
+        """In the fd-less waiter: take the exited ``exits`` out of
+        :attr:`_fdless` and deliver them; True (the thread must end now) if
+        none is left (and none can come: :meth:`_watch` adds under the lock,
+        or starts a new thread)."""
+        thread = threading.current_thread()
+        with self._lock:
+            taken = [
+                (entry, status)
+                for entry, status in exits
+                if status[0] and self._fdless.get(entry.pid) is entry
+            ]
+            for entry, _ in taken:
+                del self._fdless[entry.pid]
+            last = not self._fdless
+            if last:
+                self._retiring = thread
+                if self._fdless_thread is thread:
+                    self._fdless_thread = None
+        self._deliver_batch(taken, thread if last else None)
+        return last
 
-        From a ``retiring`` thread (this batch is its last act), a loop's
-        exits go over whole, and the loop joins the thread before delivering
-        them: code that learns a status there (a test checking for leaked
-        threads after its last child, say) finds the watcher idle, with no
-        thread and no fd."""
-        here: List[Tuple[Entry, Optional[int]]] = []
+    def _deliver_batch(self, exits: List[Exit], retiring: Optional[threading.Thread]) -> None:
+        """Deliver the exits a waiter found.  From a ``retiring`` thread (this
+        batch is its last act), those for a loop are handed over whole, and the
+        loop joins the thread before delivering them: code that learns a status
+        there (a test checking for leaked threads after its last child, say)
+        finds the watcher idle, with no thread and no fd."""
         by_loop: Dict[asyncio.AbstractEventLoop, List[Tuple[Entry, Optional[int]]]] = {}
         for entry, (exited, returncode) in exits:
             if not exited:
                 continue
-            if entry.loop is None:
-                here.append((entry, returncode))
-            elif retiring is not None:
+            if retiring is not None and entry.loop is not None:
                 by_loop.setdefault(entry.loop, []).append((entry, returncode))
             else:
-                self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)  # to its loop
+                self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
         for loop, batch in by_loop.items():
+            assert retiring is not None
             try:
                 loop.call_soon_threadsafe(self._deliver_after, retiring, batch)
             except RuntimeError:  # the loop closed: deliver here, as _dispatch_to_loop does
-                here += batch
-        return here
+                for entry, returncode in batch:
+                    self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
 
-    def _deliver_after(
-        self, thread: Optional[threading.Thread], batch: List[Tuple[Entry, Optional[int]]]
-    ) -> None:
+    def _deliver_after(self, thread: threading.Thread, batch: List[Tuple[Entry, Optional[int]]]) -> None:
         """In the loop's thread: wait for ``thread`` to end (it only returns
         now; bounded all the same), then deliver ``batch``."""
-        if thread is not None:
-            thread.join(_RETIRE_JOIN_TIMEOUT)
+        thread.join(_RETIRE_JOIN_TIMEOUT)
         for entry, returncode in batch:
             claimed = self._claim(entry.pid, entry)
             if claimed is not None:
@@ -267,8 +387,8 @@ class ThreadedChildWatcher(WatcherBase):
             self._retiring = waiter.thread
             return True
 
-    @staticmethod
-    def _close_waiter(waiter: _Waiter, poller: Any) -> None:
-        if hasattr(poller, "close"):
-            poller.close()
-        waiter.close_pipe()
+    def _retired(self, thread: threading.Thread) -> None:
+        """``thread`` (a waiter) ends: a finished thread is not kept (nor seen dangling)."""
+        with self._lock:
+            if self._retiring is thread:
+                self._retiring = None
