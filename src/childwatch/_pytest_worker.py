@@ -128,13 +128,32 @@ def probed_from_environment() -> Dict[str, Optional[str]]:
     return answers
 
 
+def interactive(config: pytest.Config) -> bool:
+    """True under ``-s`` or ``--pdb``: the worker then has the terminal for stdin, stdout and stderr."""
+    return config.getoption("capture", "fd") == "no" or bool(config.getoption("usepdb", False))
+
+
 class WorkerSession:
-    """The plugin registered in a worker: runs the items the parent asks for."""
+    """The plugin registered in a worker: runs the items the parent asks for.
+
+    Registered from the plugin's ``pytest_configure``, before pytest's terminal
+    reporter is made: where the worker has the terminal (:func:`interactive`), the
+    reporter is given ``os.devnull`` for ``sys.stdout``, which is put back at session
+    start, so that only the tests' own output reaches the terminal.
+    """
 
     def __init__(self, config: pytest.Config, command_fd: int, report_fd: int) -> None:
         self._config = config
         self._channel = _Channel(command_fd, report_fd)
         self._errors: List[str] = []
+        self._stdout: Optional[IO[str]] = None
+        if interactive(config):
+            self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 (the reporter's)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self._stdout is not None:
+            sys.stdout, self._stdout = self._stdout, None
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -188,9 +207,7 @@ class Worker:
         self._channel: Optional[_Channel] = None
         self._log: Optional[IO[bytes]] = None
         self._broken: Optional[str] = None
-        self._interactive = config.getoption("capture", "fd") == "no" or bool(
-            config.getoption("usepdb", False)
-        )
+        self._interactive = interactive(config)
 
     def _command(self) -> List[str]:
         config = self.config
