@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-SUITE = '''
+SUITE = """
 import asyncio
 import sys
 
@@ -51,7 +51,7 @@ def test_passes(run_on_loop, loop_impl, n):
 @pytest.mark.parametrize("n", range(FAILING))
 def test_fails(run_on_loop, n):
     assert run_on_loop(spawn, 3, timeout=60) == 0
-'''
+"""
 """The generated test module; ``PASSING`` and ``FAILING`` are replaced by the counts."""
 
 INI = "[pytest]\naddopts = -p no:randomly -p no:cacheprovider\ntimeout = 300\n"
@@ -93,7 +93,9 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--failing", type=int, default=1, help="failing tests (default 1)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--xdist", type=int, default=0, help="run under pytest-xdist -n N")
-    parser.add_argument("loops", nargs="*", help="loops to compare with asyncio (default: uvloop, trio-asyncio)")
+    parser.add_argument(
+        "loops", nargs="*", help="loops to compare with asyncio (default: uvloop, trio-asyncio)"
+    )
     args = parser.parse_args(list(argv) or None)
     modules = {"uvloop": "uvloop", "trio-asyncio": "trio_asyncio"}
     loops = ["asyncio"] + [

@@ -56,6 +56,12 @@ def available(name: str) -> bool:
     return unavailable_reason(name) is None
 
 
+needs_trio_asyncio = pytest.mark.skipif(
+    not available("trio-asyncio"), reason=str(unavailable_reason("trio-asyncio"))
+)
+needs_xdist = pytest.mark.skipif(not installed("xdist"), reason="pytest-xdist is not installed")
+
+
 INI = """
 [pytest]
 addopts = -p no:randomly -p no:cacheprovider --strict-markers -v -rA
@@ -679,29 +685,44 @@ def test_isolated_outcomes_are_reported(suite: pytest.Pytester, monkeypatch: pyt
         )
 
 
+@pytest.mark.parametrize(
+    "where",
+    [
+        "@pytest.mark.childwatch_isolated",
+        pytest.param('@pytest.mark.childwatch_loops("trio-asyncio")', marks=needs_trio_asyncio),
+    ],
+    ids=["own-process", "shared-worker"],
+)
 def test_an_isolated_run_is_stopped_by_the_timeout(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
+    """pytest-timeout's limit fails the test; a shared worker killed for it is replaced."""
     pidfile = suite.path / "pid"
     monkeypatch.setenv("PIDFILE", str(pidfile))
+    argument = "loop_impl" if "trio-asyncio" in where else "request"  # loop_impl: on trio-asyncio
     suite.makepyfile(
-        test_hang="""
+        test_hang=f"""
         import os, time
         import pytest
 
-        @pytest.mark.childwatch_isolated
-        def test_hangs():
+        {where}
+        def test_hangs({argument}):
             with open(os.environ["PIDFILE"], "w") as f:
                 f.write(str(os.getpid()))
             time.sleep(3600)
 
-        def test_after():
+        {where}
+        def test_after({argument}):
             pass
         """
     )
     result = run(suite, "--timeout=10", "-o", "timeout_method=signal")
     found = outcomes(result)
-    assert found == {"test_hang.py::test_hangs": "FAILED", "test_hang.py::test_after": "PASSED"}
+    suffix = "[trio-asyncio]" if "trio-asyncio" in where else ""
+    assert found == {
+        f"test_hang.py::test_hangs{suffix}": "FAILED",
+        f"test_hang.py::test_after{suffix}": "PASSED",
+    }, result.stdout.str()
     assert "Timeout" in result.stdout.str()
     pid = int(pidfile.read_text())
     assert state_of(pid) is None, "the isolated run was left behind"
@@ -726,10 +747,6 @@ def _load_bench() -> Any:
 
 
 plugin_overhead = _load_bench()
-needs_trio_asyncio = pytest.mark.skipif(
-    not available("trio-asyncio"), reason=str(unavailable_reason("trio-asyncio"))
-)
-needs_xdist = pytest.mark.skipif(not installed("xdist"), reason="pytest-xdist is not installed")
 
 _SUMMARY = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR) (\S+::\S+)")
 
@@ -796,6 +813,18 @@ if os.environ.get("BREAK_THE_WORKER") and "CHILDWATCH_PYTEST_WORKER" in os.envir
     raise RuntimeError("simulated: this conftest cannot be imported in the worker")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    # With RUN_REVERSED, a run loop of another order than session.items (as pytest-xdist's).
+    if not os.environ.get("RUN_REVERSED") or session.config.pluginmanager.has_plugin("childwatch-worker"):
+        return None
+    items = list(reversed(session.items))
+    for at, item in enumerate(items):
+        nextitem = items[at + 1] if at + 1 < len(items) else None
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+    return True
+
+
 def record(event):
     with open(os.environ["EVENTS"], "a") as f:
         f.write(f"{os.getpid()} {event}\\n")
@@ -825,7 +854,10 @@ from conftest import record
 def test_on_each_loop(loop_impl, session_resource, module_resource, n):
     record(f"run {loop_impl}")
     print("output-of", loop_impl)
-    assert (os.getpid() == int(os.environ["SUITE_ROOT_PID"])) == (loop_impl != "trio-asyncio")
+    if loop_impl == "trio-asyncio":
+        import trio_asyncio  # noqa: F401 (patches asyncio: in the worker only)
+    else:
+        assert "trio_asyncio" not in sys.modules
 
 
 @pytest.mark.childwatch_loops("trio-asyncio")
@@ -927,6 +959,38 @@ def test_one_worker_runs_the_session_with_its_own_fixtures(
     assert in_second == ["module-setup test_c", *["run trio-asyncio"] * 2, "module-teardown test_c"], recorded
     in_parent = [event for pid, event in recorded if pid == parent]
     assert in_parent.count("session-setup") == 1 and in_parent.count("session-teardown") == 1, recorded
+
+
+@needs_trio_asyncio
+@pytest.mark.parametrize("how", ["reversed", pytest.param("xdist", marks=needs_xdist)])
+def test_a_run_order_other_than_the_collection_keeps_fixtures_right(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Where the next test of the worker is not the one the collection order says (another
+    run loop; pytest-xdist hands each process some of the tests), the worker tears down what
+    the test it is given does not share: every outcome as usual, every setup torn down once."""
+    suite.makeconftest(WORKER_CONFTEST)
+    suite.makepyfile(test_a=WORKER_MODULE, test_b=WORKER_MODULE)
+    events = suite.path / "events"
+    monkeypatch.setenv("EVENTS", str(events))
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    if how == "reversed":
+        monkeypatch.setenv("RUN_REVERSED", "1")
+    args = ["-n", "2"] if how == "xdist" else []
+    result = run(suite, "--loop-impls=asyncio,trio-asyncio", *args)
+    result.assert_outcomes(passed=12, skipped=2, xfailed=2, errors=2)
+    assert "not torn down" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["ERROR test_?.py::test_fixture_error[[]trio-asyncio[]] - RuntimeError: fixture-err*"] * 2
+    )
+    recorded = worker_events(events)
+    for pid in {pid for pid, _ in recorded}:
+        mine = [event for p, event in recorded if p == pid]
+        for module in ("test_a", "test_b"):
+            setups = mine.count(f"module-setup {module}")
+            assert setups == mine.count(f"module-teardown {module}"), recorded
+            if how == "reversed":
+                assert setups <= 1, recorded  # each module's tests run together
 
 
 @needs_trio_asyncio

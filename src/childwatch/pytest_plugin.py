@@ -20,7 +20,7 @@ What it provides:
   implementations), ``childwatch_requires(*capabilities, xfail=False,
   strict=None)`` (skip or xfail where the loop lacks a capability, as told by
   :func:`childwatch.capabilities`) and ``childwatch_isolated`` (run the test in
-  a pytest process of its own);
+  a pytest process of its own: a worker for that test only);
 * :func:`loop_factories` for pytest-asyncio's ``pytest_asyncio_loop_factories``
   hook, and :func:`anyio_backend_fixture` / :func:`anyio_backends` for anyio's
   ``anyio_backend`` fixture.
@@ -117,7 +117,7 @@ class _Plan:
         start = self.index.get(nextitem) if nextitem is not None else None
         if start is None:
             return None
-        positions = self.positions[worker]
+        positions = self.positions.get(worker, [])
         at = bisect.bisect_left(positions, start)
         return self.items[positions[at]].nodeid if at < len(positions) else None
 
@@ -228,7 +228,7 @@ def unavailable_reason(impl: str) -> Optional[str]:
     """Why loop implementation ``impl`` cannot run here (not installed, cannot be imported), or None.
 
     trio-asyncio is probed in a separate process (importing it patches asyncio);
-    isolated runs inherit the answers of the main process.  Results are cached.
+    isolated workers inherit the answers of the main process.  Results are cached.
     """
     with _lock:
         if impl in _unavailable:
@@ -330,8 +330,8 @@ class LoopFactory:
     Made lazily: nothing is imported until it is called.  Called where the
     implementation is unavailable, it skips the test with the reason.  The
     trio-asyncio loop it makes is trio-asyncio's synchronous loop (the one
-    ``loop.run_until_complete`` works on); tests given one are run in a
-    process of their own.
+    ``loop.run_until_complete`` works on); tests given one are run in the
+    isolated worker.
     """
 
     impl: str
@@ -776,7 +776,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
         plan = state.plan = _plan(item.session.items)
     worker = state.workers.get(name)
     if worker is None:
-        modules = dict.fromkeys(str(plan.items[at].path) for at in plan.positions[name])
+        at_positions = plan.positions.get(name, [])
+        modules = dict.fromkeys([str(item.path), *(str(plan.items[at].path) for at in at_positions)])
         worker = state.workers[name] = _pytest_worker.Worker(item.config, name, list(modules))
     worker.run(item, nextitem, plan.next_for(name, nextitem), probed)
     return True
@@ -794,6 +795,7 @@ def _plan(items: Sequence[pytest.Item]) -> _Plan:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop the shared workers (they report errors tearing down what they still hold)."""
     state = _state(session.config)
+    state.plan = None
     workers, state.workers = state.workers, {}
     for worker in workers.values():
         worker.stop()
