@@ -356,10 +356,10 @@ class Worker:
                     )
                 elif message.get("done") == item.nodeid:
                     return None
-        except BaseException as exc:  # pytest-timeout's pytest.fail(), KeyboardInterrupt, …
+        except BaseException as exc:  # pytest-timeout's pytest.fail(), OSError, KeyboardInterrupt, …
             self._end(kill=True)
-            if not isinstance(exc, pytest.fail.Exception):
-                raise
+            if not isinstance(exc, (pytest.fail.Exception, Exception)):
+                raise  # KeyboardInterrupt, SystemExit: the run stops
             return _with_output(
                 f"the isolated run of {item.nodeid} was stopped: {type(exc).__name__}: {exc}",
                 self._output_since(offset),
@@ -399,7 +399,7 @@ class Worker:
                     if "report" in message:
                         report = self._report(None, message["report"])
                         self.config.hook.pytest_runtest_logreport(report=report)
-            except TimeoutError:
+            except Exception:  # TimeoutError, or a worker past help: what it had left to say is lost
                 kill = True
             self._end(kill=kill)
         if self._log is not None:
