@@ -845,7 +845,7 @@ def module_resource(request):
 """
 
 WORKER_MODULE = """
-import os, sys
+import sys, warnings
 import pytest
 from conftest import record
 
@@ -855,7 +855,9 @@ def test_on_each_loop(loop_impl, session_resource, module_resource, n):
     record(f"run {loop_impl}")
     print("output-of", loop_impl)
     if loop_impl == "trio-asyncio":
-        import trio_asyncio  # noqa: F401 (patches asyncio: in the worker only)
+        with warnings.catch_warnings():  # its child watcher's DeprecationWarning on 3.12-3.13
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import trio_asyncio  # noqa: F401 (patches asyncio: in the worker only)
     else:
         assert "trio_asyncio" not in sys.modules
 
