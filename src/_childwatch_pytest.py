@@ -25,7 +25,7 @@ MARKERS = (
     "childwatch_requires(*capabilities, xfail=False, strict=None): skip (or xfail) this test where "
     "the loop it runs on lacks a capability: custom_watcher (alias set_child_watcher), subprocesses, "
     "a watcher class name such as PidfdChildWatcher, or a mechanism (pidfd, waitid, kqueue, sigchld)",
-    "childwatch_isolated: run this test in a pytest process of its own (as trio-asyncio tests are)",
+    "childwatch_isolated: run this test in a pytest process of its own (trio-asyncio tests share one)",
 )
 
 
@@ -75,6 +75,7 @@ if UNAVAILABLE is None:
         pytest_configure,
         pytest_generate_tests,
         pytest_runtest_protocol,
+        pytest_sessionfinish,
         run_on_loop,
     )
 else:

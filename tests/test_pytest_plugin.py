@@ -13,7 +13,8 @@ import re
 import subprocess
 import sys
 import textwrap
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -53,6 +54,12 @@ def default_impls() -> List[str]:
 
 def available(name: str) -> bool:
     return unavailable_reason(name) is None
+
+
+needs_trio_asyncio = pytest.mark.skipif(
+    not available("trio-asyncio"), reason=str(unavailable_reason("trio-asyncio"))
+)
+needs_xdist = pytest.mark.skipif(not installed("xdist"), reason="pytest-xdist is not installed")
 
 
 INI = """
@@ -678,29 +685,44 @@ def test_isolated_outcomes_are_reported(suite: pytest.Pytester, monkeypatch: pyt
         )
 
 
+@pytest.mark.parametrize(
+    "where",
+    [
+        "@pytest.mark.childwatch_isolated",
+        pytest.param('@pytest.mark.childwatch_loops("trio-asyncio")', marks=needs_trio_asyncio),
+    ],
+    ids=["own-process", "shared-worker"],
+)
 def test_an_isolated_run_is_stopped_by_the_timeout(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
+    """pytest-timeout's limit fails the test; a shared worker killed for it is replaced."""
     pidfile = suite.path / "pid"
     monkeypatch.setenv("PIDFILE", str(pidfile))
+    argument = "loop_impl" if "trio-asyncio" in where else "request"  # loop_impl: on trio-asyncio
     suite.makepyfile(
-        test_hang="""
+        test_hang=f"""
         import os, time
         import pytest
 
-        @pytest.mark.childwatch_isolated
-        def test_hangs():
+        {where}
+        def test_hangs({argument}):
             with open(os.environ["PIDFILE"], "w") as f:
                 f.write(str(os.getpid()))
             time.sleep(3600)
 
-        def test_after():
+        {where}
+        def test_after({argument}):
             pass
         """
     )
     result = run(suite, "--timeout=10", "-o", "timeout_method=signal")
     found = outcomes(result)
-    assert found == {"test_hang.py::test_hangs": "FAILED", "test_hang.py::test_after": "PASSED"}
+    suffix = "[trio-asyncio]" if "trio-asyncio" in where else ""
+    assert found == {
+        f"test_hang.py::test_hangs{suffix}": "FAILED",
+        f"test_hang.py::test_after{suffix}": "PASSED",
+    }, result.stdout.str()
     assert "Timeout" in result.stdout.str()
     pid = int(pidfile.read_text())
     assert state_of(pid) is None, "the isolated run was left behind"
@@ -712,6 +734,304 @@ def state_of(pid: int) -> Optional[str]:
             return f.read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return None
+
+
+def _load_bench() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "plugin_overhead", Path(__file__).resolve().parent.parent / "bench" / "plugin_overhead.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+plugin_overhead = _load_bench()
+
+_SUMMARY = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR) (\S+::\S+)")
+
+
+def summary_outcomes(result: pytest.RunResult) -> Dict[str, str]:
+    """node id → outcome, from the ``-rA`` short summary (the form pytest-xdist keeps too)."""
+    found: Dict[str, str] = {}
+    for line in result.outlines:
+        match = _SUMMARY.match(line)
+        if match:
+            found.setdefault(match.group(2), match.group(1))
+    return found
+
+
+def overhead_suite(pytester: pytest.Pytester, passing: int, failing: int) -> None:
+    plugin_overhead.write_suite(pytester.path, passing, failing)
+    write_ini(pytester)
+
+
+def expected_overhead(loops: List[str], passing: int, failing: int) -> Dict[str, str]:
+    expected = {}
+    for loop in loops:
+        for n in range(passing):
+            expected[f"test_overhead.py::test_passes[{loop}-{n}]"] = "PASSED"
+        for n in range(failing):
+            expected[f"test_overhead.py::test_fails[{loop}-{n}]"] = "FAILED"
+    return expected
+
+
+@needs_trio_asyncio
+def test_forty_isolated_tests_report_as_on_asyncio(suite: pytest.Pytester) -> None:
+    """The benchmark's suite (40 passing, 1 failing) reports the same on trio-asyncio as on asyncio."""
+    overhead_suite(suite, 40, 1)
+    for loop in ("asyncio", "trio-asyncio"):
+        result = run(suite, f"--loop-impls={loop}")
+        assert outcomes(result) == expected_overhead([loop], 40, 1), result.stdout.str()
+        result.assert_outcomes(passed=40, failed=1)
+        result.stdout.fnmatch_lines(
+            ["*assert 3 == 0*", f"FAILED test_overhead.py::test_fails[[]{loop}-0[]]*"]
+        )
+
+
+@needs_xdist
+@needs_trio_asyncio
+@pytest.mark.skipif(not available("uvloop"), reason=str(unavailable_reason("uvloop")))
+@pytest.mark.parametrize("workers", ["2", "auto"])
+def test_under_xdist(suite: pytest.Pytester, workers: str) -> None:
+    """``-n 2`` / ``-n auto`` across asyncio, uvloop and trio-asyncio: 120 passed, 3 failed,
+    the same ids; the suite's own assertion checks each test ran isolated or not as it should."""
+    overhead_suite(suite, 40, 1)
+    loops = ["asyncio", "uvloop", "trio-asyncio"]
+    result = run(suite, "-n", workers, f"--loop-impls={','.join(loops)}")
+    result.assert_outcomes(passed=120, failed=3)
+    assert summary_outcomes(result) == expected_overhead(loops, 40, 1), result.stdout.str()
+
+
+WORKER_CONFTEST = """
+import os
+
+import pytest
+
+os.environ.setdefault("SUITE_ROOT_PID", str(os.getpid()))
+if os.environ.get("BREAK_THE_WORKER") and "CHILDWATCH_PYTEST_WORKER" in os.environ:
+    raise RuntimeError("simulated: this conftest cannot be imported in the worker")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    # With RUN_REVERSED, a run loop of another order than session.items (as pytest-xdist's).
+    if not os.environ.get("RUN_REVERSED") or session.config.pluginmanager.has_plugin("childwatch-worker"):
+        return None
+    items = list(reversed(session.items))
+    for at, item in enumerate(items):
+        nextitem = items[at + 1] if at + 1 < len(items) else None
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+    return True
+
+
+def record(event):
+    with open(os.environ["EVENTS"], "a") as f:
+        f.write(f"{os.getpid()} {event}\\n")
+
+
+@pytest.fixture(scope="session")
+def session_resource():
+    record("session-setup")
+    yield
+    record("session-teardown")
+
+
+@pytest.fixture(scope="module")
+def module_resource(request):
+    record(f"module-setup {request.module.__name__}")
+    yield
+    record(f"module-teardown {request.module.__name__}")
+"""
+
+WORKER_MODULE = """
+import sys, warnings
+import pytest
+from conftest import record
+
+
+@pytest.mark.parametrize("n", range(3))
+def test_on_each_loop(loop_impl, session_resource, module_resource, n):
+    record(f"run {loop_impl}")
+    print("output-of", loop_impl)
+    if loop_impl == "trio-asyncio":
+        with warnings.catch_warnings():  # its child watcher's DeprecationWarning on 3.12-3.13
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import trio_asyncio  # noqa: F401 (patches asyncio: in the worker only)
+    else:
+        assert "trio_asyncio" not in sys.modules
+
+
+@pytest.mark.childwatch_loops("trio-asyncio")
+def test_skips(loop_impl):
+    pytest.skip("reason-from-the-worker")
+
+
+@pytest.mark.childwatch_loops("trio-asyncio")
+@pytest.mark.xfail(reason="expected-in-the-worker", strict=True)
+def test_xfails(loop_impl):
+    assert False
+
+
+@pytest.fixture
+def broken_fixture():
+    raise RuntimeError("fixture-error-in-the-worker")
+
+
+@pytest.mark.childwatch_loops("trio-asyncio")
+def test_fixture_error(loop_impl, broken_fixture):
+    pass
+"""
+
+CRASHING_MODULE = """
+import os
+import pytest
+from conftest import record
+
+
+@pytest.mark.childwatch_loops("trio-asyncio")
+def test_crashes_the_worker(loop_impl, module_resource):
+    os._exit(3)
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_after_the_crash(loop_impl, module_resource, n):
+    record(f"run {loop_impl}")
+"""
+
+
+def worker_events(path: Path) -> List[Tuple[int, str]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(int(pid), event) for pid, event in (line.split(" ", 1) for line in lines)]
+
+
+@needs_trio_asyncio
+def test_one_worker_runs_the_session_with_its_own_fixtures(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All trio-asyncio tests of a session run in one worker, which sets up module- and
+    session-scoped fixtures once and tears them down after their last test; skips, xfails
+    and fixture errors are reported as in place; a crash fails its test, and a new worker
+    runs the rest."""
+    suite.makeconftest(WORKER_CONFTEST)
+    suite.makepyfile(test_a=WORKER_MODULE, test_b=WORKER_MODULE, test_c=CRASHING_MODULE)
+    events = suite.path / "events"
+    monkeypatch.setenv("EVENTS", str(events))
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    result = run(suite, "--loop-impls=asyncio,trio-asyncio")
+    found = outcomes(result)
+    expected = {}
+    for module in ("test_a", "test_b"):
+        for loop in ("asyncio", "trio-asyncio"):
+            for n in range(3):
+                expected[f"{module}.py::test_on_each_loop[{loop}-{n}]"] = "PASSED"
+        expected[f"{module}.py::test_skips[trio-asyncio]"] = "SKIPPED"
+        expected[f"{module}.py::test_xfails[trio-asyncio]"] = "XFAIL"
+        expected[f"{module}.py::test_fixture_error[trio-asyncio]"] = "ERROR"
+    expected["test_c.py::test_crashes_the_worker[trio-asyncio]"] = "FAILED"
+    for loop in ("asyncio", "trio-asyncio"):
+        for n in range(2):
+            expected[f"test_c.py::test_after_the_crash[{loop}-{n}]"] = "PASSED"
+    assert found == expected, result.stdout.str()
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_a.py:*: reason-from-the-worker"])
+    result.stdout.fnmatch_lines(["E*RuntimeError: fixture-error-in-the-worker"])
+    result.stdout.fnmatch_lines(
+        [
+            "*the isolated run of test_c.py::test_crashes_the_worker[[]trio-asyncio[]] "
+            "ended (exit status 3) without a call report*"
+        ]
+    )
+    recorded = worker_events(events)
+    pids = list(dict.fromkeys(pid for pid, event in recorded if event == "run trio-asyncio"))
+    parent = next(pid for pid, event in recorded if event == "run asyncio")
+    assert len(pids) == 2 and parent not in pids, recorded  # one worker, then one after the crash
+    first, second = pids
+    in_first = [event for pid, event in recorded if pid == first]
+    assert in_first == [
+        "session-setup",
+        "module-setup test_a",
+        *["run trio-asyncio"] * 3,
+        "module-teardown test_a",
+        "module-setup test_b",
+        *["run trio-asyncio"] * 3,
+        "module-teardown test_b",
+        "module-setup test_c",  # then test_crashes_the_worker took the worker down
+    ], recorded
+    in_second = [event for pid, event in recorded if pid == second]
+    assert in_second == ["module-setup test_c", *["run trio-asyncio"] * 2, "module-teardown test_c"], recorded
+    in_parent = [event for pid, event in recorded if pid == parent]
+    assert in_parent.count("session-setup") == 1 and in_parent.count("session-teardown") == 1, recorded
+
+
+@needs_trio_asyncio
+@pytest.mark.parametrize("how", ["reversed", pytest.param("xdist", marks=needs_xdist)])
+def test_a_run_order_other_than_the_collection_keeps_fixtures_right(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Where the next test of the worker is not the one the collection order says (another
+    run loop; pytest-xdist hands each process some of the tests), the worker tears down what
+    the test it is given does not share: every outcome as usual, every setup torn down once."""
+    suite.makeconftest(WORKER_CONFTEST)
+    suite.makepyfile(test_a=WORKER_MODULE, test_b=WORKER_MODULE)
+    events = suite.path / "events"
+    monkeypatch.setenv("EVENTS", str(events))
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    if how == "reversed":
+        monkeypatch.setenv("RUN_REVERSED", "1")
+    args = ["-n", "2"] if how == "xdist" else []
+    result = run(suite, "--loop-impls=asyncio,trio-asyncio", *args)
+    result.assert_outcomes(passed=12, skipped=2, xfailed=2, errors=2)
+    assert "not torn down" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["ERROR test_?.py::test_fixture_error[[]trio-asyncio[]] - RuntimeError: fixture-err*"] * 2
+    )
+    recorded = worker_events(events)
+    for pid in {pid for pid, _ in recorded}:
+        mine = [event for p, event in recorded if p == pid]
+        for module in ("test_a", "test_b"):
+            setups = mine.count(f"module-setup {module}")
+            assert setups == mine.count(f"module-teardown {module}"), recorded
+            if how == "reversed":
+                assert setups <= 1, recorded  # each module's tests run together
+
+
+@needs_trio_asyncio
+def test_a_worker_that_cannot_start_fails_its_tests_only(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makeconftest(WORKER_CONFTEST)
+    suite.makepyfile(test_c=CRASHING_MODULE)
+    monkeypatch.setenv("EVENTS", str(suite.path / "events"))
+    monkeypatch.setenv("BREAK_THE_WORKER", "1")
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    result = run(suite, "--loop-impls=asyncio,trio-asyncio")
+    assert outcomes(result) == {
+        "test_c.py::test_crashes_the_worker[trio-asyncio]": "ERROR",
+        "test_c.py::test_after_the_crash[asyncio-0]": "PASSED",
+        "test_c.py::test_after_the_crash[asyncio-1]": "PASSED",
+        "test_c.py::test_after_the_crash[trio-asyncio-0]": "ERROR",
+        "test_c.py::test_after_the_crash[trio-asyncio-1]": "ERROR",
+    }, result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*the isolated worker (trio-asyncio) ended (exit status *) before it was ready*"]
+    )
+    result.stdout.fnmatch_lines(["*simulated: this conftest cannot be imported in the worker*"])
+
+
+@needs_trio_asyncio
+def test_the_worker_keeps_stdout_for_s(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``-s`` the worker's tests print to the terminal (the protocol has pipes of its own)."""
+    suite.makeconftest(WORKER_CONFTEST)
+    suite.makepyfile(test_a=WORKER_MODULE)
+    monkeypatch.setenv("EVENTS", str(suite.path / "events"))
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    result = run(suite, "-s", "--loop-impls=trio-asyncio", "-k", "on_each_loop")
+    assert summary_outcomes(result) == {
+        f"test_a.py::test_on_each_loop[trio-asyncio-{n}]": "PASSED" for n in range(3)
+    }, result.stdout.str()
+    assert result.stdout.str().count("output-of trio-asyncio") == 3
+    assert result.stdout.str().count("test session starts") == 1  # the worker's terminal is quiet
 
 
 README_EXAMPLE = """

@@ -20,30 +20,29 @@ What it provides:
   implementations), ``childwatch_requires(*capabilities, xfail=False,
   strict=None)`` (skip or xfail where the loop lacks a capability, as told by
   :func:`childwatch.capabilities`) and ``childwatch_isolated`` (run the test in
-  a pytest process of its own);
+  a pytest process of its own: a worker for that test only);
 * :func:`loop_factories` for pytest-asyncio's ``pytest_asyncio_loop_factories``
   hook, and :func:`anyio_backend_fixture` / :func:`anyio_backends` for anyio's
   ``anyio_backend`` fixture.
 
-trio-asyncio patches asyncio for the whole process when it is imported, so
-every test item that runs on it is run in a pytest process of its own (the same
-command line, restricted to that one node id); its reports are replayed in the
-main process as if it had run there.
+trio-asyncio patches asyncio for the whole process when it is imported, so the
+test items that run on it are run in an isolated worker: one pytest process per
+session (per xdist worker) for each such loop, started on first use and fed item
+after item; an item marked ``childwatch_isolated`` gets a worker of its own.
+Their reports are replayed in the main process as if they had run there
+(:mod:`childwatch._pytest_worker`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import importlib
 import importlib.util
-import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 import weakref
@@ -63,6 +62,9 @@ from typing import (
 )
 
 import pytest
+
+from . import _pytest_worker
+from ._pytest_worker import Worker
 
 if TYPE_CHECKING:
     from _pytest.mark.structures import ParameterSet
@@ -90,9 +92,6 @@ KNOWN_LOOP_IMPLS: Tuple[str, ...] = ("asyncio", "uvloop", "trio-asyncio")
 
 _MODULES = {"uvloop": "uvloop", "trio-asyncio": "trio_asyncio"}
 _NEEDS_ISOLATION = frozenset({"trio-asyncio"})
-_ENV_NODEID = "CHILDWATCH_PYTEST_ISOLATED"
-_ENV_REPORTS = "CHILDWATCH_PYTEST_REPORTS"
-_ENV_PROBED = "CHILDWATCH_PYTEST_PROBED"
 _CUSTOM = re.compile(r"^([A-Za-z0-9_.-]+)=([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)$")
 _ALIASES = {"set_child_watcher": "custom_watcher"}
 
@@ -101,13 +100,37 @@ _ALIASES = {"set_child_watcher": "custom_watcher"}
 
 
 @dataclasses.dataclass
+class _Plan:
+    """Where the items of a session that run in shared workers are, in run order."""
+
+    items: List[pytest.Item]
+    index: Dict[pytest.Item, int]
+    positions: Dict[str, List[int]]
+    """Shared worker name (a loop in ``_NEEDS_ISOLATION``) → indices of its items."""
+
+    def next_for(self, worker: str, nextitem: Optional[pytest.Item]) -> Optional[str]:
+        """The node id of the first item of ``worker`` from ``nextitem`` on (None: there is none).
+
+        Exact under pytest's own run loop; under pytest-xdist, which hands each process
+        only some of the items, a guess that the worker corrects (see :mod:`._pytest_worker`).
+        """
+        start = self.index.get(nextitem) if nextitem is not None else None
+        if start is None:
+            return None
+        positions = self.positions.get(worker, [])
+        at = bisect.bisect_left(positions, start)
+        return self.items[positions[at]].nodeid if at < len(positions) else None
+
+
+@dataclasses.dataclass
 class _State:
     selected: List[str]
     custom: Dict[str, Tuple[str, str]]
-    isolated_nodeid: Optional[str] = None
-    """Set in the process re-invoked to run one isolated item."""
-    reports_path: Optional[str] = None
-    isolated_count: int = 0
+    in_worker: bool = False
+    """Set in an isolated worker: everything runs in place there."""
+    plan: Optional[_Plan] = None
+    workers: Dict[str, Worker] = dataclasses.field(default_factory=dict)
+    own_processes: int = 0
 
 
 _states: weakref.WeakKeyDictionary[pytest.Config, _State] = weakref.WeakKeyDictionary()
@@ -205,7 +228,7 @@ def unavailable_reason(impl: str) -> Optional[str]:
     """Why loop implementation ``impl`` cannot run here (not installed, cannot be imported), or None.
 
     trio-asyncio is probed in a separate process (importing it patches asyncio);
-    isolated runs inherit the answers of the main process.  Results are cached.
+    isolated workers inherit the answers of the main process.  Results are cached.
     """
     with _lock:
         if impl in _unavailable:
@@ -307,8 +330,8 @@ class LoopFactory:
     Made lazily: nothing is imported until it is called.  Called where the
     implementation is unavailable, it skips the test with the reason.  The
     trio-asyncio loop it makes is trio-asyncio's synchronous loop (the one
-    ``loop.run_until_complete`` works on); tests given one are run in a
-    process of their own.
+    ``loop.run_until_complete`` works on); tests given one are run in the
+    isolated worker.
     """
 
     impl: str
@@ -536,17 +559,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
     add_markers(config)
     state = _parse_selection(config)
-    # Popped, so pytest runs started by the isolated test itself are not taken for it.
-    state.isolated_nodeid = os.environ.pop(_ENV_NODEID, None)
-    state.reports_path = os.environ.pop(_ENV_REPORTS, None)
-    probed = os.environ.pop(_ENV_PROBED, None)
-    if state.isolated_nodeid is not None:
-        if probed:
-            with _lock:
-                for impl, reason in json.loads(probed).items():
-                    _unavailable.setdefault(impl, reason)
-        if state.reports_path is not None:
-            config.pluginmanager.register(_ReportRecorder(config, state.reports_path), "childwatch-reports")
+    channel = _pytest_worker.channel_from_environment()
+    probed = _pytest_worker.probed_from_environment()
+    if channel is not None:
+        state.in_worker = True
+        with _lock:
+            for impl, reason in probed.items():
+                _unavailable.setdefault(impl, reason)
+        config.pluginmanager.register(_pytest_worker.WorkerSession(config, *channel), "childwatch-worker")
     _states[config] = state
     with _lock:
         _custom_factories.update(state.custom)
@@ -622,13 +642,15 @@ def _item_impl(item: pytest.Item) -> Optional[str]:
     return None
 
 
-def _needs_isolation(item: pytest.Item) -> bool:
+def _isolation(item: pytest.Item) -> Optional[str]:
+    """Where ``item`` runs, if not in this process: the name of the loop whose shared
+    worker runs it, or ``""`` for a worker of its own (``childwatch_isolated``)."""
     if item.get_closest_marker("skip") is not None:
-        return False  # skipped without running anything
+        return None  # skipped without running anything
     if item.get_closest_marker("childwatch_isolated") is not None:
-        return True
+        return ""
     impl = _item_impl(item)
-    return impl in _NEEDS_ISOLATION and unavailable_reason(impl) is None
+    return impl if impl in _NEEDS_ISOLATION and unavailable_reason(impl) is None else None
 
 
 def _capabilities_of(impl: str) -> Capabilities:
@@ -703,12 +725,6 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: List[pytest.Item]
 ) -> None:
     state = _state(config)
-    if state.isolated_nodeid is not None:
-        keep = [item for item in items if item.nodeid == state.isolated_nodeid]
-        deselected = [item for item in items if item.nodeid != state.isolated_nodeid]
-        if deselected:
-            config.hook.pytest_deselected(items=deselected)
-            items[:] = keep
     for item in items:
         reason = _unavailable_factory(item)
         if reason is not None:
@@ -716,8 +732,8 @@ def pytest_collection_modifyitems(
             # runner fixture leaves that fixture's cache broken for the next items.
             item.add_marker(pytest.mark.skip(reason=reason))
             continue
-        if state.isolated_nodeid is None and _needs_isolation(item):
-            continue  # its own process decides
+        if not state.in_worker and _isolation(item) is not None:
+            continue  # its worker decides
         _apply_requirements(item)
 
 
@@ -740,153 +756,46 @@ def _unavailable_factory(item: pytest.Item) -> Optional[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) -> Optional[bool]:
+    """Run ``item`` in its worker if it needs one (see :func:`_isolation`)."""
     state = _state(item.config)
-    if state.isolated_nodeid is not None or not _needs_isolation(item):
+    name = None if state.in_worker else _isolation(item)
+    if name is None:
         return None
-    _run_isolated(item, nextitem, state)
+    with _lock:
+        probed = dict(_unavailable)
+    if name == "":
+        state.own_processes += 1
+        own = _pytest_worker.Worker(item.config, f"isolated-{state.own_processes}", [str(item.path)])
+        try:
+            own.run(item, nextitem, None, probed)
+        finally:
+            own.stop()
+        return True
+    plan = state.plan
+    if plan is None:
+        plan = state.plan = _plan(item.session.items)
+    worker = state.workers.get(name)
+    if worker is None:
+        at_positions = plan.positions.get(name, [])
+        modules = dict.fromkeys([str(item.path), *(str(plan.items[at].path) for at in at_positions)])
+        worker = state.workers[name] = _pytest_worker.Worker(item.config, name, list(modules))
+    worker.run(item, nextitem, plan.next_for(name, nextitem), probed)
     return True
 
 
-class _ReportRecorder:
-    """Registered only in the isolated process: hands every report of its one item to the parent."""
-
-    def __init__(self, config: pytest.Config, path: str) -> None:
-        self._config = config
-        self._path = path
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        data = self._config.hook.pytest_report_to_serializable(config=self._config, report=report)
-        with open(self._path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(data, default=repr) + "\n")
+def _plan(items: Sequence[pytest.Item]) -> _Plan:
+    positions: Dict[str, List[int]] = {}
+    for at, item in enumerate(items):
+        name = _isolation(item)
+        if name:
+            positions.setdefault(name, []).append(at)
+    return _Plan(list(items), {item: at for at, item in enumerate(items)}, positions)
 
 
-# -- running one item in a process of its own ------------------------------------------
-
-
-def _child_command(item: pytest.Item, state: _State) -> List[str]:
-    config = item.config
-    positional = {str(arg) for arg in (getattr(config.option, "file_or_dir", None) or [])}
-    args = [str(arg) for arg in config.invocation_params.args if str(arg) not in positional]
-    args += [os.path.join(str(config.rootpath), item.nodeid), f"--rootdir={config.rootpath}"]
-    factory = getattr(config, "_tmp_path_factory", None)
-    if factory is not None:
-        state.isolated_count += 1
-        args.append(f"--basetemp={factory.getbasetemp() / f'childwatch-isolated-{state.isolated_count}'}")
-    if config.pluginmanager.hasplugin("xdist"):
-        args += ["-n", "0"]
-    return [sys.executable, "-m", "pytest", *args]
-
-
-def _run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], state: _State) -> None:
-    config = item.config
-    ihook = item.ihook
-    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    fd, reports_path = tempfile.mkstemp(prefix="childwatch-reports-", suffix=".jsonl")
-    os.close(fd)
-    interactive = config.getoption("capture", "fd") == "no" or bool(config.getoption("usepdb", False))
-    env = dict(os.environ)
-    env[_ENV_NODEID] = item.nodeid
-    env[_ENV_REPORTS] = reports_path
-    with _lock:
-        env[_ENV_PROBED] = json.dumps(_unavailable)
-    aborted: Optional[BaseException] = None
-    try:
-        with tempfile.TemporaryFile() as output:
-            proc = subprocess.Popen(
-                _child_command(item, state),
-                cwd=str(config.invocation_params.dir),
-                env=env,
-                stdin=None if interactive else subprocess.DEVNULL,
-                stdout=None if interactive else output,
-                stderr=None if interactive else subprocess.STDOUT,
-                start_new_session=not interactive and os.name == "posix",
-            )
-            try:
-                returncode = proc.wait()
-            except BaseException as exc:  # pytest-timeout's pytest.fail(), KeyboardInterrupt, …
-                _kill(proc, group=not interactive)
-                if not isinstance(exc, pytest.fail.Exception):
-                    raise
-                aborted, returncode = exc, -1
-            output.seek(0)
-            text = output.read().decode(errors="replace")
-        reports = _read_reports(config, item, reports_path)
-    finally:
-        os.unlink(reports_path)
-    for report in reports:
-        ihook.pytest_runtest_logreport(report=report)
-    missing = _missing_phase(reports)
-    if missing is not None:
-        if aborted is not None:
-            what = f"the isolated run of {item.nodeid} was stopped: {type(aborted).__name__}: {aborted}"
-        else:
-            what = f"the isolated run of {item.nodeid} ended (exit status {returncode}) without a {missing} report"
-        message = f"{what}\n{_tail(text)}" if text else what
-        ihook.pytest_runtest_logreport(report=_failed_report(item, missing, message))
-    _teardown_parent(item, nextitem)
-    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-
-
-def _kill(proc: subprocess.Popen[bytes], group: bool) -> None:
-    try:
-        if group:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def _read_reports(config: pytest.Config, item: pytest.Item, path: str) -> List[pytest.TestReport]:
-    reports: List[pytest.TestReport] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            report = config.hook.pytest_report_from_serializable(config=config, data=json.loads(line))
-            if not isinstance(report, pytest.TestReport):
-                continue
-            report.nodeid = item.nodeid
-            report.location = item.location
-            if isinstance(report.longrepr, list):  # a skip's (path, lineno, reason), through JSON
-                report.longrepr = tuple(report.longrepr)
-            report.sections = [tuple(section) for section in report.sections]  # type: ignore[misc]
-            report.user_properties = [tuple(prop) for prop in report.user_properties]  # type: ignore[misc]
-            reports.append(report)
-    return reports
-
-
-def _missing_phase(reports: Sequence[pytest.TestReport]) -> Optional[str]:
-    seen = {report.when: report for report in reports}
-    if "teardown" in seen:
-        return None
-    if "setup" not in seen:
-        return "setup"
-    if seen["setup"].passed and "call" not in seen:
-        return "call"
-    return "teardown"
-
-
-def _tail(text: str, limit: int = 20000) -> str:
-    text = text.rstrip()
-    return text if len(text) <= limit else "…" + text[-limit:]
-
-
-def _failed_report(item: pytest.Item, when: str, message: str) -> pytest.TestReport:
-    def fail() -> None:
-        pytest.fail(message, pytrace=False)
-
-    call = pytest.CallInfo.from_call(fail, when=when)  # type: ignore[arg-type]
-    return pytest.TestReport.from_item_and_call(item, call)
-
-
-def _teardown_parent(item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
-    """Tear down this process's fixtures that ``nextitem`` does not share, as the
-    regular protocol would have after ``item`` (which was never set up here)."""
-    setupstate: Any = getattr(item.session, "_setupstate", None)
-    if setupstate is None:
-        return
-    call = pytest.CallInfo.from_call(lambda: setupstate.teardown_exact(nextitem), when="teardown")
-    if call.excinfo is not None:
-        item.ihook.pytest_runtest_logreport(report=pytest.TestReport.from_item_and_call(item, call))
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the shared workers (they report errors tearing down what they still hold)."""
+    state = _state(session.config)
+    state.plan = None
+    workers, state.workers = state.workers, {}
+    for worker in workers.values():
+        worker.stop()
