@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Optional
 
+from . import watchers
 from ._contract import AbstractChildWatcher
 from ._errors import UnsupportedLoopError
-from ._mechanisms import pidfd_works
+from .capabilities import UNSUPPORTED, capabilities
 from .loops import LoopAdapter, adapter_for, stdlib_adapter
-from .watchers import PidfdChildWatcher, ThreadedChildWatcher
+from .watchers import ThreadedChildWatcher
 from .watchers._base import check_loop, running_loop
 from .watchers._sigchld import LoopSigchldWatcher
 
@@ -88,14 +89,22 @@ def get_child_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> Optio
 
 
 def default_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> AbstractChildWatcher:
-    """A new instance of the best safe watcher here: pidfd if the kernel allows it
-    and there is a loop (given or running), else the threaded one.
+    """A new instance of the best safe watcher that works here: with a loop (given
+    or running), the one :func:`childwatch.capabilities` recommends for it (pidfd
+    if the kernel and the loop allow it, else the threaded one, attached to that
+    loop); with none, the threaded one.
 
-    Neither installs a signal handler nor reaps other code's children.
+    Neither installs a signal handler nor reaps other code's children.  Raises
+    :class:`UnsupportedLoopError`, with the record's reason, on a loop where
+    neither works.
     """
     loop = check_loop(loop) or running_loop()
-    if loop is not None and pidfd_works():
-        watcher = PidfdChildWatcher()
-        watcher.attach_loop(loop)
-        return watcher
-    return ThreadedChildWatcher()
+    if loop is None:
+        return ThreadedChildWatcher()
+    caps = capabilities(loop)
+    support = dict(caps.watchers)[caps.recommended]
+    if support.status == UNSUPPORTED:
+        raise UnsupportedLoopError(f"no watcher works on {caps.loop_class}: {support.reason}")
+    watcher: AbstractChildWatcher = getattr(watchers, caps.recommended)()
+    watcher.attach_loop(loop)
+    return watcher

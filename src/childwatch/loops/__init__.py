@@ -3,7 +3,7 @@
 An adapter answers, for the loops it recognises: can a custom child watcher
 drive this loop's own subprocesses (and how to set and get it), and may
 SIGCHLD-driven watchers run on it.  Built-in adapters cover stdlib asyncio
-(by Python version), uvloop and trio-asyncio.  Third-party loops plug in
+(by Python version), uvloop, trio-asyncio and rloop.  Third-party loops plug in
 with :func:`register_loop_adapter` or an entry point in the
 ``childwatch.loops`` group whose object is a :class:`LoopAdapter` instance or
 a zero-argument callable returning one.
@@ -17,6 +17,7 @@ import threading
 from typing import List, Optional
 
 from ._adapter import LoopAdapter
+from .rloop_adapter import RloopAdapter
 from .trio_asyncio_adapter import TrioAsyncioAdapter
 from .uvloop_adapter import UvloopAdapter
 
@@ -40,7 +41,7 @@ _lock = threading.Lock()
 _registered: List[LoopAdapter] = []
 _from_entry_points: Optional[List[LoopAdapter]] = None
 _stdlib = StdlibAdapter()
-_builtin: List[LoopAdapter] = [UvloopAdapter(), TrioAsyncioAdapter(), _stdlib]
+_builtin: List[LoopAdapter] = [UvloopAdapter(), TrioAsyncioAdapter(), RloopAdapter(), _stdlib]
 
 
 def stdlib_adapter() -> StdlibAdapter:
