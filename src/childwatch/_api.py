@@ -9,7 +9,7 @@ from . import watchers
 from ._contract import AbstractChildWatcher
 from ._errors import UnsupportedLoopError
 from .capabilities import UNSUPPORTED, capabilities
-from .loops import LoopAdapter, adapter_for, stdlib_adapter
+from .loops import LoopAdapter, adapter_for, no_adapter_reason, stdlib_adapter
 from .watchers import ThreadedChildWatcher
 from .watchers._base import check_loop, running_loop
 from .watchers._sigchld import LoopSigchldWatcher
@@ -18,11 +18,7 @@ from .watchers._sigchld import LoopSigchldWatcher
 def _adapter(loop: asyncio.AbstractEventLoop) -> LoopAdapter:
     adapter = adapter_for(loop)
     if adapter is None:
-        cls = type(loop)
-        raise UnsupportedLoopError(
-            f"childwatch has no adapter for {cls.__module__}.{cls.__qualname__}; "
-            "register one with childwatch.loops.register_loop_adapter()"
-        )
+        raise UnsupportedLoopError(no_adapter_reason(loop))
     reason = adapter.custom_watcher_refusal(loop)
     if reason is not None:
         raise UnsupportedLoopError(f"{adapter.name}: {reason}")

@@ -9,15 +9,21 @@ imported or created here.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any, Callable
 
-THIRD_PARTY = ("rloop", "veloxloop", "uringcore", "zuvloop", "talyn", "loopmini", "rsloop")
+THIRD_PARTY = ("rloop", "veloxloop", "uringcore", "zuvloop", "talyn", "loopmini", "rsloop", "qasync")
 """Loops from PyPI that ``python -m childwatch`` reports on when they are installed."""
 
 
 def _factory(module: Any) -> Callable[[], Any]:
-    """The module's ``new_event_loop``, else its policy's."""
+    """The module's ``new_event_loop``, else its policy's; qasync's loop runs in
+    a ``QApplication`` (headless with ``QT_QPA_PLATFORM=offscreen``)."""
+    if module.__name__ == "qasync":
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a probe needs no window
+        app = module.QApplication.instance() or module.QApplication([])
+        return lambda: module.QEventLoop(app)
     new_loop = getattr(module, "new_event_loop", None)
     if callable(new_loop):
         return new_loop  # type: ignore[no-any-return]

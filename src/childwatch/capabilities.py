@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from . import _mechanisms
 from ._loop_rules import sigchld_refusal
-from .loops import _util, adapter_for
+from .loops import _util, adapter_for, no_adapter_reason
 from .watchers._base import check_loop, running_loop
 
 WATCHER_NAMES = (
@@ -189,24 +189,25 @@ def _watchers(
     main = threading.current_thread() is threading.main_thread()
     reader = _reader_probe(loop)
     through_loop, own_handler = sigchld
-    if main:
+    if _gevent_patched("threading"):
+        safe = fast = multi = _no(
+            "gevent's monkey-patching runs the loop in a greenlet that threading does not take for "
+            "the main thread, where these watchers must be attached (RuntimeError)"
+        )
+    elif main:
         safe = through_loop or _yes()
         fast = through_loop or _yes("reaps every child of the process, other code's too")
         multi = own_handler or reader or _yes()
     else:
         safe = fast = _no("add_signal_handler needs a loop in the main thread")
         multi = own_handler or reader or _yes("must first be attached from the main thread")
-    threaded = (
-        _no("gevent's monkey-patching made threads greenlets: the waiter thread would block the loop")
-        if _gevent_patched("threading")
-        else _yes()
-    )
     if not pidfd:
         pidfd_support = _no("pidfd_open is not available here (kernel < 5.3, seccomp, or not Linux)")
     elif not hasattr(select, "epoll"):
-        pidfd_support = _no("select.epoll is missing (gevent's monkey-patching removes it)")
+        pidfd_support = _no("select.epoll is missing (AttributeError: gevent's monkey-patching removes it)")
     else:
         pidfd_support = reader or _yes()
+    threaded = _yes()
     return tuple(zip(WATCHER_NAMES, (safe, fast, multi, threaded, pidfd_support)))
 
 
@@ -276,7 +277,7 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
     sigchld: Tuple[Optional[Support], Optional[Support]]
     if adapter is None:
         family = type(loop).__module__.partition(".")[0]
-        custom = _no(f"childwatch has no adapter for {_name(loop)} (register one with childwatch.loops)")
+        custom = _no(no_adapter_reason(loop))
         subprocesses = _subprocess_probe(loop) or _unknown(
             f"{_name(loop)} implements subprocesses itself; {_UNSETTLED}"
         )
