@@ -280,3 +280,28 @@ def test_probed_refusals_hold() -> None:
             loop.run_until_complete(spawn_and_wait(3))
     finally:
         loop.close()
+
+
+class DuckLoop:
+    """A loop that asyncio runs but that is no AbstractEventLoop (as rsloop's PyLoop is)."""
+
+    def is_closed(self) -> bool:
+        return False
+
+
+def test_a_running_loop_that_is_no_asyncio_loop() -> None:
+    import asyncio.events
+
+    duck = DuckLoop()
+    asyncio.events._set_running_loop(duck)  # type: ignore[arg-type]
+    try:
+        caps = childwatch.capabilities()
+    finally:
+        asyncio.events._set_running_loop(None)
+    assert caps.loop_class.endswith("DuckLoop")
+    answers = [caps.custom_watcher, *(support for _, support in caps.watchers)]
+    assert {a.status for a in answers} == {"unsupported"}
+    reason = caps.custom_watcher.reason or ""
+    assert "is no asyncio.AbstractEventLoop subclass" in reason
+    with pytest.raises(TypeError, match="loop must be an asyncio event loop"):
+        childwatch.PidfdChildWatcher().attach_loop(duck)  # type: ignore[arg-type]
