@@ -207,7 +207,14 @@ def _watchers(
         pidfd_support = _no("select.epoll is missing (AttributeError: gevent's monkey-patching removes it)")
     else:
         pidfd_support = reader or _yes()
-    threaded = _yes()
+    threaded = (
+        _no(
+            "gevent's monkey-patched os reaps children itself (libev's SIGCHLD handler waits for "
+            "any child): a status would be lost, reported as 255"
+        )
+        if _gevent_patched("os")
+        else _yes()
+    )
     return tuple(zip(WATCHER_NAMES, (safe, fast, multi, threaded, pidfd_support)))
 
 
