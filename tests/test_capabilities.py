@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -68,6 +69,7 @@ def test_every_claim_holds(loop_name: str) -> None:
             == f"{type(asyncio.get_running_loop()).__module__}.{type(asyncio.get_running_loop()).__qualname__}"
         )
         for name, support in caps.watchers:
+            assert support.status != "unknown", name  # childwatch knows these loops
             watcher = getattr(childwatch, name)()
             try:
                 if support.supported:
@@ -175,3 +177,125 @@ def test_no_waitid_means_no_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dict(caps.mechanisms)["waitid"] is False
     for name, support in caps.watchers:
         assert not support.supported and "waitid" in str(support.reason), name
+
+
+def test_support_vocabulary() -> None:
+    assert childwatch.Support("supported").supported
+    assert childwatch.Support(True) == childwatch.Support("supported")  # the 0.2 spelling
+    assert childwatch.Support(False, "why").status == "unsupported"
+    assert not childwatch.Support("unknown", "why").supported
+    assert childwatch.Support("unknown", "why").to_dict() == {
+        "status": "unknown",
+        "supported": False,
+        "reason": "why",
+    }
+    for bad in ("yes", "no", "maybe"):
+        with pytest.raises(ValueError, match="status must be one of supported, unsupported, unknown"):
+            childwatch.Support(bad)
+    for reasonless in ("unsupported", "unknown", False):
+        with pytest.raises(ValueError, match="needs its reason"):
+            childwatch.Support(reasonless)  # type: ignore[arg-type]
+
+
+def test_a_loop_without_adapter_is_unknown_until_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module("childwatch.capabilities")
+    monkeypatch.setattr(module, "adapter_for", lambda loop: None)
+    loop = asyncio.new_event_loop()
+    try:
+        caps = childwatch.capabilities(loop)
+        watchers = dict(caps.watchers)
+        for name in ("SafeChildWatcher", "FastChildWatcher", "MultiLoopChildWatcher"):
+            assert watchers[name].status == "unknown"
+            assert "capabilities(probe=True)" in (watchers[name].reason or "")
+        assert caps.subprocesses.status == "unknown"
+        assert caps.custom_watcher.status == "unsupported"
+        assert "no adapter" in (caps.custom_watcher.reason or "")
+        probed = childwatch.capabilities(loop, probe=True)  # stdlib asyncio: all of them work
+        assert {support.status for _, support in probed.watchers} == {"supported"}
+        assert probed.subprocesses.status == "supported"
+
+        async def inside() -> None:
+            with pytest.raises(RuntimeError, match="runs the loop"):
+                childwatch.capabilities(probe=True)
+
+        loop.run_until_complete(inside())
+    finally:
+        loop.close()
+
+
+class NoReaderLoop(asyncio.SelectorEventLoop):  # type: ignore[misc, valid-type, unused-ignore]
+    """A loop whose public add_reader is missing, as asyncio's base class has it."""
+
+    def add_reader(self, *args: Any) -> None:
+        raise NotImplementedError
+
+
+class NoSubprocessLoop(asyncio.SelectorEventLoop):  # type: ignore[misc, valid-type, unused-ignore]
+    _make_subprocess_transport = asyncio.BaseEventLoop._make_subprocess_transport
+
+
+def test_probed_refusals_hold() -> None:
+    loop = NoReaderLoop()
+    try:
+        caps = childwatch.capabilities(loop)
+        watchers = dict(caps.watchers)
+        for name in ("PidfdChildWatcher", "MultiLoopChildWatcher"):
+            assert watchers[name].status == "unsupported", name
+            assert "has no add_reader (NotImplementedError)" in (watchers[name].reason or "")
+        assert caps.recommended == "ThreadedChildWatcher"
+
+        async def main() -> None:
+            for name in ("PidfdChildWatcher", "MultiLoopChildWatcher"):
+                watcher = getattr(childwatch, name)()
+                pid = spawn_sleeper()
+                try:
+                    with pytest.raises(NotImplementedError):
+                        watcher.add_child_handler(pid, Collector())
+                finally:
+                    watcher.close()
+                    assert reap(pid) == -9
+            default = childwatch.default_watcher()
+            assert type(default) is childwatch.ThreadedChildWatcher
+            got = Collector()
+            pid = spawn_exit(5)
+            default.add_child_handler(pid, got)
+            assert await got.wait(1) == {pid: 5}
+            default.close()
+
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    loop = NoSubprocessLoop()
+    try:
+        caps = childwatch.capabilities(loop)
+        assert caps.subprocesses.status == "unsupported"
+        assert "does not implement _make_subprocess_transport" in (caps.subprocesses.reason or "")
+        with pytest.raises(NotImplementedError):
+            loop.run_until_complete(spawn_and_wait(3))
+    finally:
+        loop.close()
+
+
+class DuckLoop:
+    """A loop that asyncio runs but that is no AbstractEventLoop (as rsloop's PyLoop is)."""
+
+    def is_closed(self) -> bool:
+        return False
+
+
+def test_a_running_loop_that_is_no_asyncio_loop() -> None:
+    import asyncio.events
+
+    duck = DuckLoop()
+    asyncio.events._set_running_loop(duck)  # type: ignore[arg-type]
+    try:
+        caps = childwatch.capabilities()
+    finally:
+        asyncio.events._set_running_loop(None)
+    assert caps.loop_class.endswith("DuckLoop")
+    answers = [caps.custom_watcher, *(support for _, support in caps.watchers)]
+    assert {a.status for a in answers} == {"unsupported"}
+    reason = caps.custom_watcher.reason or ""
+    assert "is no asyncio.AbstractEventLoop subclass" in reason
+    with pytest.raises(TypeError, match="loop must be an asyncio event loop"):
+        childwatch.PidfdChildWatcher().attach_loop(duck)  # type: ignore[arg-type]

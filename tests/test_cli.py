@@ -40,7 +40,9 @@ def test_json_matches_the_api() -> None:
     report = json.loads(cli("--json"))
     assert report["childwatch"] == childwatch.__version__
     loops = report["loops"]
-    assert set(loops) == {"asyncio", "uvloop", "trio-asyncio", "trio"}
+    from childwatch._probe_loop import THIRD_PARTY
+
+    assert set(loops) - set(THIRD_PARTY) == {"asyncio", "uvloop", "trio-asyncio", "trio"}
     assert loops["asyncio"]["available"] is True
     assert comparable(loops["asyncio"]) == comparable(api_record(asyncio.new_event_loop))
     try:
@@ -61,9 +63,9 @@ def test_json_matches_the_api() -> None:
     trio_asyncio = loops["trio-asyncio"]
     if trio_asyncio["available"]:
         assert trio_asyncio["loop"] == "trio-asyncio"
-        assert trio_asyncio["custom_watcher"]["supported"] is False
+        assert trio_asyncio["custom_watcher"]["status"] == "unsupported"
     else:
-        assert trio_asyncio["reason"].startswith("cannot import trio_asyncio")
+        assert trio_asyncio["reason"].startswith("cannot use trio-asyncio here")
 
 
 def test_table_shows_every_loop_and_watcher() -> None:
@@ -78,7 +80,7 @@ def test_table_shows_every_loop_and_watcher() -> None:
             assert record["recommended"] in rows[1]
             marks = rows[1].split()[1:6]
             expected = [
-                "yes" if record["watchers"][w]["supported"] else "no"
+                record["watchers"][w]["status"]
                 for w in (
                     "SafeChildWatcher",
                     "FastChildWatcher",
@@ -99,3 +101,33 @@ def test_console_script() -> None:
     out = subprocess.run([str(script), "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["childwatch"] == childwatch.__version__
+
+
+def every_answer(record: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    answers = {"custom_watcher": record["custom_watcher"], "subprocesses": record["subprocesses"]}
+    answers.update(record["watchers"])
+    return answers
+
+
+def test_the_three_words_and_their_reasons() -> None:
+    table = cli()
+    for name, record in json.loads(cli("--json"))["loops"].items():
+        if not record["available"]:
+            continue
+        for what, answer in every_answer(record).items():
+            assert answer["status"] in ("supported", "unsupported", "unknown"), (name, what)
+            assert answer["supported"] is (answer["status"] == "supported")
+            if answer["status"] != "supported":
+                assert answer["reason"], (name, what)
+                assert f"{answer['status']}: {answer['reason']}" in table, (name, what)
+    rows = table.split("\n\nNotes (*):")[0].splitlines()[3:]
+    words = {cell.rstrip("*") for line in rows for cell in line.split()}
+    assert "supported" in words
+    assert not words & {"yes", "no"}
+
+
+def test_probe_settles_every_unknown() -> None:
+    for name, record in json.loads(cli("--json", "--probe"))["loops"].items():
+        if record["available"]:
+            statuses = {answer["status"] for answer in every_answer(record).values()}
+            assert "unknown" not in statuses, name

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -48,15 +48,22 @@ def test_first_example_prints_the_real_status() -> None:
 
 
 def test_loop_table_matches_capabilities() -> None:
-    """The "What each loop allows" rows agree with capabilities() for the loops installed here."""
+    """The "What each loop allows" rows agree with capabilities() for the loops installed here
+    (the third-party ones probed, each in a process of its own, as python -m childwatch does)."""
     import asyncio
+    import importlib.util
+    import json
+
+    from childwatch._probe_loop import THIRD_PARTY
 
     rows = {}
     for line in README.split("## What each loop allows", 1)[1].split("##", 1)[0].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 7 and cells[0] not in ("loop", "---"):
-            rows[cells[0].split()[0]] = [c.split(":")[0] for c in cells[1:]]
-    assert set(rows) == {"asyncio", "uvloop", "trio-asyncio", "trio"}
+            rows[cells[0].split()[0]] = [c.split(":")[0].split()[0] for c in cells[1:]]
+    assert {"asyncio", "uvloop", "trio-asyncio", "trio", "rloop", "veloxloop"} <= set(rows)
+    for words in rows.values():
+        assert set(words) <= {"supported", "unsupported", "unknown"}, words
     loops = {"asyncio": asyncio.new_event_loop}
     try:
         import uvloop
@@ -70,18 +77,26 @@ def test_loop_table_matches_capabilities() -> None:
             caps = childwatch.capabilities(loop)
         finally:
             loop.close()
-        assert rows[name] == yes_no(caps), name
+        assert rows[name] == statuses(caps.to_dict()), name
     try:
         from childwatch.capabilities import trio_capabilities
 
-        assert rows["trio"] == yes_no(trio_capabilities())
+        assert rows["trio"] == statuses(trio_capabilities().to_dict())
     except ImportError:
         pass
+    for family in THIRD_PARTY:
+        if family in rows and importlib.util.find_spec(family) is not None:
+            out = subprocess.run(
+                [sys.executable, "-m", "childwatch._probe_loop", family, "--probe"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode == 0, out.stderr
+            assert rows[family] == statuses(json.loads(out.stdout)), family
     # trio-asyncio runs in its own process: test_loops checks the same claims there.
-    assert rows["trio-asyncio"] == ["no", "yes", "yes", "yes", "yes", "yes"]
+    assert rows["trio-asyncio"] == ["unsupported", *["supported"] * 5]
 
 
-def yes_no(caps: childwatch.Capabilities) -> List[str]:
-    return ["yes" if caps.custom_watcher.supported else "no"] + [
-        "yes" if support.supported else "no" for _, support in caps.watchers
-    ]
+def statuses(record: Dict[str, Any]) -> List[str]:
+    return [record["custom_watcher"]["status"]] + [answer["status"] for answer in record["watchers"].values()]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
 from . import __version__, _mechanisms
+from ._probe_loop import THIRD_PARTY
 from .capabilities import WATCHER_NAMES, capabilities, trio_capabilities
 
 Report = Dict[str, Any]
@@ -19,45 +21,60 @@ def _unavailable(reason: str) -> Report:
     return {"available": False, "reason": reason}
 
 
-def _probe_loop(new_loop: Any) -> Report:
+def _in_process(new_loop: Any, probe: bool) -> Report:
     loop = new_loop()
     try:
-        return {"available": True, **capabilities(loop).to_dict()}
+        return {"available": True, **capabilities(loop, probe).to_dict()}
     finally:
         loop.close()
 
 
-def probe_all() -> Dict[str, Report]:
-    """Capability records of every loop family, keyed by family name."""
-    loops: Dict[str, Report] = {"asyncio": _probe_loop(asyncio.new_event_loop)}
+def _in_subprocess(family: str, probe: bool) -> Report:
+    out = subprocess.run(
+        [sys.executable, "-m", "childwatch._probe_loop", family, *(["--probe"] if probe else [])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode == 0:
+        return {"available": True, **json.loads(out.stdout)}
+    return _unavailable(
+        out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"probe exited {out.returncode}"
+    )
+
+
+def probe_all(probe: bool = False) -> Dict[str, Report]:
+    """Capability records of every loop family, keyed by family name: asyncio,
+    uvloop, trio-asyncio and trio always (unavailable, with the reason, if not
+    installed), then each of :data:`THIRD_PARTY` that is installed, each in a
+    process of its own.  ``probe``: settle unknown answers with children."""
+    loops: Dict[str, Report] = {"asyncio": _in_process(asyncio.new_event_loop, probe)}
     try:
         import uvloop
     except ImportError as exc:
         loops["uvloop"] = _unavailable(f"not installed ({exc})")
     else:
-        loops["uvloop"] = _probe_loop(uvloop.new_event_loop)
+        loops["uvloop"] = _in_process(uvloop.new_event_loop, probe)
     # trio-asyncio patches asyncio globally when imported: probe it elsewhere.
-    out = subprocess.run(
-        [sys.executable, "-m", "childwatch._probe_trio_asyncio"], capture_output=True, text=True, timeout=60
-    )
-    if out.returncode == 0:
-        loops["trio-asyncio"] = {"available": True, **json.loads(out.stdout)}
-    else:
-        loops["trio-asyncio"] = _unavailable(
-            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"probe exited {out.returncode}"
-        )
+    loops["trio-asyncio"] = _in_subprocess("trio-asyncio", probe)
     try:
         loops["trio"] = {"available": True, **trio_capabilities().to_dict()}
     except ImportError as exc:
         loops["trio"] = _unavailable(f"not installed ({exc})")
+    for family in THIRD_PARTY:
+        if importlib.util.find_spec(family) is not None:
+            loops[family] = _in_subprocess(family, probe)
     return loops
 
 
-def _yes(support: Dict[str, Any]) -> str:
-    return "yes" if support["supported"] else "no"
+def _mark(support: Dict[str, Any]) -> str:
+    """The answer's word, starred when a note gives its reason."""
+    return str(support["status"]) + ("*" if support["reason"] else "")
 
 
 def render(loops: Dict[str, Report]) -> str:
+    """The table ``python -m childwatch`` prints: every answer is supported,
+    unsupported or unknown; a star sends to the note with its reason."""
     mech = _mechanisms.available()
     first = next(r for r in loops.values() if r["available"])
     lines: List[str] = [
@@ -71,27 +88,26 @@ def render(loops: Dict[str, Report]) -> str:
         if not r["available"]:
             lines.append(f"{name:<13} {'-':<9} unavailable: {r['reason']}")
             continue
-        custom = _yes(r["custom_watcher"])
-        if r["custom_watcher"]["reason"]:
-            notes.append(f"{name}: set_child_watcher unsupported: {r['custom_watcher']['reason']}")
+        for what, label in (("subprocesses", "subprocesses"), ("custom_watcher", "set_child_watcher")):
+            if r[what]["reason"]:
+                notes.append(f"{name}: {label} {r[what]['status']}: {r[what]['reason']}")
         lines.append(
-            f"{name:<13} {r['loop_version'] or '-':<9} {_yes(r['subprocesses']):<13} {custom:<18} {r['current_watcher'] or '-'}"
+            f"{name:<13} {r['loop_version'] or '-':<9} {_mark(r['subprocesses']):<13} "
+            f"{_mark(r['custom_watcher']):<18} {r['current_watcher'] or '-'}"
         )
     short = [w.replace("ChildWatcher", "") for w in WATCHER_NAMES]
     lines += ["", "Watchers for pids you start yourself (os.fork, posix_spawn, Popen):", ""]
-    lines.append(f"{'loop':<13} " + " ".join(f"{w:<10}" for w in short) + " recommended")
+    lines.append(f"{'loop':<13} " + " ".join(f"{w:<12}" for w in short) + " recommended")
     for name, r in loops.items():
         if not r["available"]:
             continue
         cells = []
         for w in WATCHER_NAMES:
             support = r["watchers"][w]
-            mark = "yes" if support["supported"] else "no"
             if support["reason"]:
-                mark += "*"
                 same = [v for v in WATCHER_NAMES if r["watchers"][v]["reason"] == support["reason"]]
-                notes.append(f"{name}: {', '.join(same)}: {support['reason']}")
-            cells.append(f"{mark:<10}")
+                notes.append(f"{name}: {', '.join(same)} {support['status']}: {support['reason']}")
+            cells.append(f"{_mark(support):<12}")
         lines.append(f"{name:<13} " + " ".join(cells) + " " + r["recommended"])
     if notes:
         lines += ["", "Notes (*):"] + [f"  - {n}" for n in dict.fromkeys(notes)]
@@ -101,8 +117,11 @@ def render(loops: Dict[str, Report]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="childwatch", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the capability records as JSON")
+    parser.add_argument(
+        "--probe", action="store_true", help="settle every unknown answer by watching a trivial child"
+    )
     args = parser.parse_args(argv)
-    loops = probe_all()
+    loops = probe_all(args.probe)
     if args.json:
         print(json.dumps({"childwatch": __version__, "loops": loops}, indent=2))
     else:

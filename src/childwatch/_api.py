@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Optional
 
+from . import watchers
 from ._contract import AbstractChildWatcher
 from ._errors import UnsupportedLoopError
-from .loops import LoopAdapter, adapter_for, stdlib_adapter
+from .capabilities import UNSUPPORTED, capabilities
+from .loops import LoopAdapter, adapter_for, no_adapter_reason, stdlib_adapter
 from .watchers import ThreadedChildWatcher
 from .watchers._base import check_loop, running_loop
 from .watchers._sigchld import LoopSigchldWatcher
@@ -16,11 +18,7 @@ from .watchers._sigchld import LoopSigchldWatcher
 def _adapter(loop: asyncio.AbstractEventLoop) -> LoopAdapter:
     adapter = adapter_for(loop)
     if adapter is None:
-        cls = type(loop)
-        raise UnsupportedLoopError(
-            f"childwatch has no adapter for {cls.__module__}.{cls.__qualname__}; "
-            "register one with childwatch.loops.register_loop_adapter()"
-        )
+        raise UnsupportedLoopError(no_adapter_reason(loop))
     reason = adapter.custom_watcher_refusal(loop)
     if reason is not None:
         raise UnsupportedLoopError(f"{adapter.name}: {reason}")
@@ -87,13 +85,24 @@ def get_child_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> Optio
 
 
 def default_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> AbstractChildWatcher:
-    """A new instance of the best safe watcher, with or without a loop (``loop``
-    is only validated): a :class:`ThreadedChildWatcher`, which serves any
-    number of children in at most two threads and a quarter of the soft
-    ``RLIMIT_NOFILE`` (pidfds while they fit in that share, one fd-less waiter
-    beyond), on every loop and without one.
+    """A new instance of the best safe watcher that works here: with a loop (given
+    or running), the one :func:`childwatch.capabilities` recommends for it,
+    attached to that loop -- :class:`ThreadedChildWatcher` wherever it works
+    (any number of children in at most two threads and a quarter of the soft
+    ``RLIMIT_NOFILE``: pidfds while they fit in that share, one fd-less waiter
+    beyond), else :class:`PidfdChildWatcher`; with none, the threaded one.
 
-    It installs no signal handler and reaps no other code's children.
+    Neither installs a signal handler nor reaps other code's children.  Raises
+    :class:`UnsupportedLoopError`, with the record's reason, on a loop where
+    neither works.
     """
-    check_loop(loop)
-    return ThreadedChildWatcher()
+    loop = check_loop(loop) or running_loop()
+    if loop is None:
+        return ThreadedChildWatcher()
+    caps = capabilities(loop)
+    support = dict(caps.watchers)[caps.recommended]
+    if support.status == UNSUPPORTED:
+        raise UnsupportedLoopError(f"no watcher works on {caps.loop_class}: {support.reason}")
+    watcher: AbstractChildWatcher = getattr(watchers, caps.recommended)()
+    watcher.attach_loop(loop)
+    return watcher

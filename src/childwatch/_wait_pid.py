@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -227,7 +228,7 @@ def _current_library() -> str:
 async def _asyncio_wait_readable(fd: int) -> None:
     loop = asyncio.get_running_loop()
     readable = loop.create_future()
-    loop.add_reader(fd, _set_done, readable)
+    loop.add_reader(fd, functools.partial(_set_done, readable))  # some loops take no callback arguments
     try:
         await readable
     finally:

@@ -1,6 +1,8 @@
 """What the running (or given) loop allows, as a frozen, JSON-serialisable record.
 
-Cheap and side-effect free: no process is spawned, no watcher created.
+Cheap and side-effect free: no process is spawned, no watcher created (unless
+asked to probe).  Every answer is ``supported``, ``unsupported`` (with the
+reason) or ``unknown`` (with the reason).
 """
 
 from __future__ import annotations
@@ -8,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import platform
+import select
+import subprocess
+import sys
 import threading
 from typing import Any, Dict, Optional, Tuple
 
 from . import _mechanisms
-from .loops import adapter_for
+from ._loop_rules import sigchld_refusal
+from .loops import _util, adapter_for, no_adapter_reason
 from .watchers._base import check_loop, running_loop
 
 WATCHER_NAMES = (
@@ -25,12 +32,43 @@ WATCHER_NAMES = (
 )
 
 
+SUPPORTED = "supported"
+UNSUPPORTED = "unsupported"
+UNKNOWN = "unknown"
+STATUSES = (SUPPORTED, UNSUPPORTED, UNKNOWN)
+"""The only answers a :class:`Support` gives."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Support:
-    """Whether something is possible; ``reason`` says why not (or a caveat)."""
+    """One answer: ``status`` is ``"supported"``, ``"unsupported"`` or ``"unknown"``.
 
-    supported: bool
+    ``reason`` says why (always given for ``unsupported`` and ``unknown``; for
+    ``supported``, an optional caveat).  ``Support(True)`` and
+    ``Support(False, reason)``, the 0.2 spelling, still mean supported and
+    unsupported.  Raises ValueError for any other status, or a missing reason.
+    """
+
+    status: str
     reason: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        status: object = self.status
+        if isinstance(status, bool):
+            object.__setattr__(self, "status", SUPPORTED if status else UNSUPPORTED)
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        if self.status != SUPPORTED and not self.reason:
+            raise ValueError(f"a {self.status!r} answer needs its reason")
+
+    @property
+    def supported(self) -> bool:
+        """True only for ``"supported"`` (``"unknown"`` is not a promise)."""
+        return self.status == SUPPORTED
+
+    def to_dict(self) -> Dict[str, Any]:
+        """``status``, ``reason`` and, as in 0.2, the boolean ``supported``."""
+        return {"status": self.status, "supported": self.supported, "reason": self.reason}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,86 +97,310 @@ class Capabilities:
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         data["mechanisms"] = dict(self.mechanisms)
-        data["watchers"] = {name: dataclasses.asdict(support) for name, support in self.watchers}
+        data["custom_watcher"] = self.custom_watcher.to_dict()
+        data["subprocesses"] = self.subprocesses.to_dict()
+        data["watchers"] = {name: support.to_dict() for name, support in self.watchers}
         return data
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
 
+def _yes(caveat: Optional[str] = None) -> Support:
+    return Support(SUPPORTED, caveat)
+
+
+def _no(reason: str) -> Support:
+    return Support(UNSUPPORTED, reason)
+
+
+def _unknown(reason: str) -> Support:
+    return Support(UNKNOWN, reason)
+
+
+def _name(loop: object) -> str:
+    cls = type(loop)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _noop(*args: object) -> None:
+    pass
+
+
+def _overrides(loop: object, method: str, base: type) -> bool:
+    """True if ``loop``'s class defines ``method`` itself, not just inherits ``base``'s."""
+    return getattr(type(loop), method, None) is not getattr(base, method, None)
+
+
+def _reader_probe(loop: asyncio.AbstractEventLoop) -> Optional[Support]:
+    """Whether ``loop``'s public ``add_reader(fd, callback)`` works, tried on a
+    pipe of ours and undone at once; None if it does.  Not tried on a loop
+    running in another thread (its reader table is that thread's)."""
+    if loop.is_running() and loop is not running_loop():
+        return _unknown(f"{_name(loop)} runs in another thread: its add_reader was not tried from here")
+    r, w = os.pipe()
+    try:
+        loop.add_reader(r, _noop)
+    except NotImplementedError:
+        return _no(f"{_name(loop)} has no add_reader (NotImplementedError)")
+    except Exception as exc:
+        return _no(f"{_name(loop)}.add_reader(fd, callback) fails: {type(exc).__name__}: {exc}")
+    else:
+        loop.remove_reader(r)
+    finally:
+        os.close(r)
+        os.close(w)
+    return None
+
+
+def _subprocess_probe(loop: asyncio.AbstractEventLoop) -> Optional[Support]:
+    """A refusal read off ``loop``'s class: it inherits asyncio's
+    NotImplementedError for subprocesses.  None if it implements them."""
+    if not _overrides(loop, "subprocess_exec", asyncio.AbstractEventLoop):
+        return _no(f"{_name(loop)} does not implement subprocess_exec (asyncio's NotImplementedError)")
+    if isinstance(loop, asyncio.BaseEventLoop) and not _overrides(
+        loop, "_make_subprocess_transport", asyncio.BaseEventLoop
+    ):
+        return _no(f"{_name(loop)} does not implement _make_subprocess_transport (NotImplementedError)")
+    return None
+
+
+def _gevent_patched(module: str) -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched(module))
+
+
+_UNSETTLED = "capabilities(probe=True) or python -m childwatch --probe settles it with a child"
+
+
 def _watchers(
-    loop: asyncio.AbstractEventLoop, sigchld_refusal: Optional[str], pidfd: bool, waitid: bool = True
+    loop: asyncio.AbstractEventLoop,
+    sigchld: Tuple[Optional[Support], Optional[Support]],
+    pidfd: bool,
+    waitid: bool = True,
 ) -> Tuple[Tuple[str, Support], ...]:
+    """Every watcher's answer on ``loop``.  ``sigchld`` holds the objections
+    (unsupported from the adapter, unknown without one, or None) to Safe and
+    Fast, whose handler goes through the loop, and to MultiLoop."""
     if not waitid:
         # Every watcher reads a status without reaping the child: waitid(WNOWAIT).
-        no = Support(False, "no waitid() here (neither os.waitid nor the C library through ctypes)")
+        no = _no("no waitid() here (neither os.waitid nor the C library through ctypes)")
         return tuple((name, no) for name in WATCHER_NAMES)
     main = threading.current_thread() is threading.main_thread()
-    if sigchld_refusal is not None:
-        safe = fast = multi = Support(False, sigchld_refusal)
+    reader = _reader_probe(loop)
+    through_loop, own_handler = sigchld
+    if _gevent_patched("threading"):
+        safe = fast = multi = _no(
+            "gevent's monkey-patching runs the loop in a greenlet that threading does not take for "
+            "the main thread, where these watchers must be attached (RuntimeError)"
+        )
+    elif main:
+        safe = through_loop or _yes()
+        fast = through_loop or _yes("reaps every child of the process, other code's too")
+        multi = own_handler or reader or _yes()
     else:
-        needs_main = None if main else "add_signal_handler needs a loop in the main thread"
-        safe = Support(main, needs_main)
-        fast = Support(main, needs_main or "reaps every child of the process, other code's too")
-        multi = Support(True, None if main else "must first be attached from the main thread")
-    threaded = Support(True)
-    pidfd_support = (
-        Support(True)
-        if pidfd
-        else Support(False, "pidfd_open is not available here (kernel < 5.3, seccomp, or not Linux)")
+        safe = fast = _no("add_signal_handler needs a loop in the main thread")
+        multi = own_handler or reader or _yes("must first be attached from the main thread")
+    if not pidfd:
+        pidfd_support = _no("pidfd_open is not available here (kernel < 5.3, seccomp, or not Linux)")
+    elif not hasattr(select, "epoll"):
+        pidfd_support = _no("select.epoll is missing (AttributeError: gevent's monkey-patching removes it)")
+    else:
+        pidfd_support = reader or _yes()
+    threaded = (
+        _no(
+            "gevent's monkey-patched os reaps children itself (libev's SIGCHLD handler waits for "
+            "any child): a status would be lost, reported as 255"
+        )
+        if _gevent_patched("os")
+        else _yes()
     )
     return tuple(zip(WATCHER_NAMES, (safe, fast, multi, threaded, pidfd_support)))
 
 
-def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None) -> Capabilities:
+RECOMMENDATIONS = ("ThreadedChildWatcher", "PidfdChildWatcher")
+"""What :func:`childwatch.default_watcher` picks, best first: the first supported here
+(Threaded serves any number of children within a bounded share of the fd limit;
+Pidfd needs a pidfd per child)."""
+
+
+def _recommended(watchers: Tuple[Tuple[str, Support], ...]) -> str:
+    answers = dict(watchers)
+    for wanted in (SUPPORTED, UNKNOWN):
+        for name in RECOMMENDATIONS:
+            if answers[name].status == wanted:
+                return name
+    return RECOMMENDATIONS[-1]
+
+
+def _not_a_loop(loop: object, mechanisms: Dict[str, bool]) -> Capabilities:
+    """The record of a running loop that is no :class:`asyncio.AbstractEventLoop` (rsloop)."""
+    no = _no(f"loop must be an asyncio event loop: {_name(loop)} is no asyncio.AbstractEventLoop subclass")
+    return Capabilities(
+        loop=type(loop).__module__.partition(".")[0],
+        loop_class=_name(loop),
+        loop_version=None,
+        python=platform.python_version(),
+        platform=_platform(),
+        mechanisms=tuple(mechanisms.items()),
+        custom_watcher=no,
+        subprocesses=_unknown(f"{_name(loop)} is not an asyncio loop childwatch can tell about"),
+        watchers=tuple((name, no) for name in WATCHER_NAMES),
+        current_watcher=None,
+        recommended=RECOMMENDATIONS[-1],
+    )
+
+
+def _platform() -> str:
+    return f"{platform.system()} {platform.release()} {platform.machine()}"
+
+
+def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool = False) -> Capabilities:
     """The capability record of ``loop`` (default: the running loop, else a new stdlib loop).
+
+    Cheap and spawn-free unless ``probe``: answers come from the loop's adapter
+    and from what the loop object demonstrably does (its ``add_reader`` is tried
+    on a pipe and undone; its class is read).  What only a child can tell is
+    ``unknown``, with the reason.  With ``probe=True`` every unknown watcher
+    (and unknown subprocess support) is settled by running the loop on a
+    trivial child per answer (bounded by :data:`PROBE_TIMEOUT` seconds each;
+    the Fast watcher reaps any other child that exits meanwhile): the loop
+    must not be running then (RuntimeError).
 
     Raises TypeError for a non-loop and RuntimeError for a closed loop.
     """
-    loop = check_loop(loop) or running_loop()
+    running = running_loop()
+    mechanisms = _mechanisms.available()
+    if loop is None and running is not None and not isinstance(running, asyncio.AbstractEventLoop):
+        return _not_a_loop(running, mechanisms)
+    loop = check_loop(loop) or running
     if loop is None:
         temporary = asyncio.new_event_loop()
         try:
-            return capabilities(temporary)
+            return capabilities(temporary, probe)
         finally:
             temporary.close()
-    mechanisms = _mechanisms.available()
     adapter = adapter_for(loop)
-    cls = type(loop)
-    sigchld: Optional[str]
     current: Optional[str]
     version: Optional[str]
+    sigchld: Tuple[Optional[Support], Optional[Support]]
     if adapter is None:
-        family = cls.__module__.partition(".")[0]
-        no_adapter = f"childwatch has no adapter for {cls.__module__}.{cls.__qualname__}"
-        custom, subprocesses, sigchld, current, version = (
-            Support(False, no_adapter),
-            Support(True),
-            no_adapter,
-            None,
-            None,
+        family = type(loop).__module__.partition(".")[0]
+        custom = _no(no_adapter_reason(loop))
+        subprocesses = _subprocess_probe(loop) or _unknown(
+            f"{_name(loop)} implements subprocesses itself; {_UNSETTLED}"
         )
+        unknown = _unknown(
+            f"whether {_name(loop)} runs SIGCHLD handlers promptly cannot be read off the loop; {_UNSETTLED}"
+        )
+        sigchld = (unknown, unknown)
+        current, version = None, _util.distribution_version(family)
     else:
         family, version = adapter.name, adapter.version()
         refusal = adapter.custom_watcher_refusal(loop)
-        custom = Support(refusal is None, refusal)
+        custom = _yes() if refusal is None else _no(refusal)
         sub_refusal = adapter.subprocess_refusal(loop)
-        subprocesses = Support(sub_refusal is None, sub_refusal)
-        sigchld = adapter.sigchld_refusal(loop)
+        subprocesses = _subprocess_probe(loop) or (_yes() if sub_refusal is None else _no(sub_refusal))
+        refusals = (sigchld_refusal(adapter, loop, True), sigchld_refusal(adapter, loop, False))
+        no_sigchld = [None if why is None else _no(why) for why in refusals]
+        sigchld = (no_sigchld[0], no_sigchld[1])
         current = adapter.current_watcher_name(loop)
+    watchers = _watchers(loop, sigchld, mechanisms["pidfd"], mechanisms["waitid"])
+    if probe:
+        watchers, subprocesses = _settle(loop, watchers, subprocesses)
     return Capabilities(
         loop=family,
-        loop_class=f"{cls.__module__}.{cls.__qualname__}",
+        loop_class=_name(loop),
         loop_version=version,
         python=platform.python_version(),
-        platform=f"{platform.system()} {platform.release()} {platform.machine()}",
+        platform=_platform(),
         mechanisms=tuple(mechanisms.items()),
         custom_watcher=custom,
         subprocesses=subprocesses,
-        watchers=_watchers(loop, sigchld, mechanisms["pidfd"], mechanisms["waitid"]),
+        watchers=watchers,
         current_watcher=current,
-        recommended="ThreadedChildWatcher",
+        recommended=_recommended(watchers),
     )
+
+
+PROBE_TIMEOUT = 5.0
+"""Seconds a deep probe waits for one child's exit to be delivered before it says unsupported."""
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop, watchers: Tuple[Tuple[str, Support], ...], subprocesses: Support
+) -> Tuple[Tuple[Tuple[str, Support], ...], Support]:
+    """Replace every unknown answer with what a real child shows on ``loop``."""
+    if all(support.status != UNKNOWN for _, support in (*watchers, ("", subprocesses))):
+        return watchers, subprocesses
+    if loop.is_running():
+        raise RuntimeError("capabilities(probe=True) runs the loop: call it where the loop is not running")
+
+    async def settle_all() -> Tuple[Tuple[Tuple[str, Support], ...], Support]:
+        settled = []
+        for name, support in watchers:
+            if support.status == UNKNOWN:
+                support = await _try_watcher(name)
+            settled.append((name, support))
+        sub = await _try_subprocess() if subprocesses.status == UNKNOWN else subprocesses
+        return tuple(settled), sub
+
+    return loop.run_until_complete(settle_all())
+
+
+def _child() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", ""], stdin=subprocess.DEVNULL)
+
+
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} raised"
+
+
+def _settle_once(future: asyncio.Future[int], result: int) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+async def _try_watcher(name: str) -> Support:
+    """Start a child, watch it with a new ``name`` watcher attached to the running loop."""
+    from . import watchers
+
+    loop = asyncio.get_running_loop()
+    watcher = getattr(watchers, name)()
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def on_exit(pid: int, returncode: int) -> None:
+        loop.call_soon_threadsafe(_settle_once, exited, returncode)
+
+    child = _child()
+    try:
+        watcher.attach_loop(loop)
+        watcher.add_child_handler(child.pid, on_exit)
+        returncode = await asyncio.wait_for(exited, PROBE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return _no(f"probed: a child's exit was not delivered on {_name(loop)} within {PROBE_TIMEOUT:g} s")
+    except Exception as exc:
+        return _no(f"probed on {_name(loop)}: {_failure(exc)}")
+    finally:
+        watcher.close()
+        child.wait()  # reaped already (returncode 0 then) or reaped now
+    if returncode != 0:
+        return _no(f"probed on {_name(loop)}: a child exiting 0 was reported as {returncode}")
+    return _yes("probed with a child")
+
+
+async def _try_subprocess() -> Support:
+    loop = asyncio.get_running_loop()
+    try:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "", stdin=subprocess.DEVNULL)
+        returncode = await asyncio.wait_for(proc.wait(), PROBE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return _no(f"probed: a subprocess's exit was not seen on {_name(loop)} within {PROBE_TIMEOUT:g} s")
+    except Exception as exc:
+        return _no(f"probed on {_name(loop)}: {_failure(exc)}")
+    if returncode != 0:
+        return _no(f"probed on {_name(loop)}: a subprocess exiting 0 was reported as {returncode}")
+    return _yes("probed with a child")
 
 
 def trio_capabilities() -> Capabilities:
@@ -152,29 +414,36 @@ def trio_capabilities() -> Capabilities:
         loop_class="trio",
         loop_version=trio.__version__,
         python=platform.python_version(),
-        platform=f"{platform.system()} {platform.release()} {platform.machine()}",
+        platform=_platform(),
         mechanisms=tuple(mechanisms.items()),
-        custom_watcher=Support(
-            False,
+        custom_watcher=_no(
             "trio has no child watcher: trio.run_process waits with pidfd, kqueue or a waitid thread itself",
         ),
-        subprocesses=Support(True),
+        subprocesses=_yes(),
         watchers=(
-            ("SafeChildWatcher", Support(False, no_loop)),
-            ("FastChildWatcher", Support(False, no_loop)),
-            ("MultiLoopChildWatcher", Support(True, "callbacks run in the main thread's signal handler")),
+            ("SafeChildWatcher", _no(no_loop)),
+            ("FastChildWatcher", _no(no_loop)),
+            ("MultiLoopChildWatcher", _yes("callbacks run in the main thread's signal handler")),
             (
                 "ThreadedChildWatcher",
-                Support(
-                    True,
+                _yes(
                     "callbacks run in its waiter thread: hand them to trio with trio.from_thread or a TrioToken",
                 ),
             ),
-            ("PidfdChildWatcher", Support(False, no_loop)),
+            ("PidfdChildWatcher", _no(no_loop)),
         ),
         current_watcher=None,
         recommended="ThreadedChildWatcher",
     )
 
 
-__all__ = ["Capabilities", "Support", "capabilities", "trio_capabilities"]
+__all__ = [
+    "STATUSES",
+    "SUPPORTED",
+    "UNKNOWN",
+    "UNSUPPORTED",
+    "Capabilities",
+    "Support",
+    "capabilities",
+    "trio_capabilities",
+]

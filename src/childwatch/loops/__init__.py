@@ -3,7 +3,8 @@
 An adapter answers, for the loops it recognises: can a custom child watcher
 drive this loop's own subprocesses (and how to set and get it), and may
 SIGCHLD-driven watchers run on it.  Built-in adapters cover stdlib asyncio
-(by Python version), uvloop and trio-asyncio.  Third-party loops plug in
+(by Python version), uvloop, trio-asyncio, rloop, and loopmini and talyn
+(which reap their own children).  Third-party loops plug in
 with :func:`register_loop_adapter` or an entry point in the
 ``childwatch.loops`` group whose object is a :class:`LoopAdapter` instance or
 a zero-argument callable returning one.
@@ -17,6 +18,8 @@ import threading
 from typing import List, Optional
 
 from ._adapter import LoopAdapter
+from .own_reapers import own_reapers
+from .rloop_adapter import RloopAdapter
 from .trio_asyncio_adapter import TrioAsyncioAdapter
 from .uvloop_adapter import UvloopAdapter
 
@@ -30,6 +33,7 @@ __all__ = [
     "StdlibAdapter",
     "adapter_for",
     "adapters",
+    "no_adapter_reason",
     "register_loop_adapter",
     "stdlib_adapter",
 ]
@@ -40,7 +44,7 @@ _lock = threading.Lock()
 _registered: List[LoopAdapter] = []
 _from_entry_points: Optional[List[LoopAdapter]] = None
 _stdlib = StdlibAdapter()
-_builtin: List[LoopAdapter] = [UvloopAdapter(), TrioAsyncioAdapter(), _stdlib]
+_builtin: List[LoopAdapter] = [UvloopAdapter(), TrioAsyncioAdapter(), RloopAdapter(), *own_reapers(), _stdlib]
 
 
 def stdlib_adapter() -> StdlibAdapter:
@@ -81,6 +85,15 @@ def adapters() -> List[LoopAdapter]:
         if _from_entry_points is None:
             _from_entry_points = _load_entry_points()
         return [*_registered, *_from_entry_points, *_builtin]
+
+
+def no_adapter_reason(loop: object) -> str:
+    """Why childwatch cannot drive ``loop``'s subprocesses when no adapter matches it."""
+    cls = type(loop)
+    return (
+        f"childwatch has no adapter for {cls.__module__}.{cls.__qualname__}; "
+        "register one with childwatch.loops.register_loop_adapter()"
+    )
 
 
 def adapter_for(loop: asyncio.AbstractEventLoop) -> Optional[LoopAdapter]:

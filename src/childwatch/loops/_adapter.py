@@ -40,6 +40,11 @@ class LoopAdapter(abc.ABC):
         """Why SIGCHLD-driven watchers (Safe, Fast, MultiLoop) cannot run on ``loop``, or None."""
         return None
 
+    def signal_handler_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        """Why ``loop.add_signal_handler``/``remove_signal_handler`` cannot carry the
+        SIGCHLD handler of Safe and Fast (MultiLoop sets its own), or None."""
+        return None
+
     def set_child_watcher(
         self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]
     ) -> None:

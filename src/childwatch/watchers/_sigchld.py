@@ -97,7 +97,7 @@ class LoopSigchldWatcher(WatcherBase):
         loop = check_loop(loop)
         with self._lock:
             if loop is not None:
-                refuse_sigchld(type(self).__name__, loop)
+                refuse_sigchld(type(self).__name__, loop, through_loop=True)
                 if threading.current_thread() is not threading.main_thread():
                     raise RuntimeError(
                         f"{type(self).__name__} handles SIGCHLD through loop.add_signal_handler(), which "

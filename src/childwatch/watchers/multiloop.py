@@ -123,7 +123,8 @@ class _MainThreadWakeup:
             self._loops.add(loop)
 
     def _drain(self) -> None:
-        assert self._pipe is not None
+        if self._pipe is None:
+            return  # readiness the loop collected before remove_reader (uringcore runs it still)
         try:
             while os.read(self._pipe[0], 4096):
                 pass

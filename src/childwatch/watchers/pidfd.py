@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import select
 from typing import Callable, Dict, Optional, Tuple
@@ -137,7 +138,8 @@ class PidfdChildWatcher(WatcherBase):
 
     def _arm(self, poller: _Poller) -> None:
         if not poller.epoll.closed:
-            poller.loop.add_reader(poller.epoll.fileno(), self._on_ready, poller)
+            # A bare callable: some loops' add_reader takes no callback arguments (veloxloop).
+            poller.loop.add_reader(poller.epoll.fileno(), functools.partial(self._on_ready, poller))
 
     def _on_ready(self, poller: _Poller) -> None:
         """In the loop's thread: deliver the children whose pidfds are readable."""

@@ -1,0 +1,73 @@
+"""``python -m childwatch._probe_loop FAMILY [--probe]``: one loop's record as JSON.
+
+Run in a process of its own by ``python -m childwatch``: some loops patch
+asyncio for the whole process when imported (trio-asyncio installs its
+policy).  Exit status 3, with the reason on stderr, if the loop cannot be
+imported or created here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any, Callable
+
+THIRD_PARTY = ("rloop", "veloxloop", "uringcore", "zuvloop", "talyn", "loopmini", "rsloop", "qasync")
+"""Loops from PyPI that ``python -m childwatch`` reports on when they are installed."""
+
+
+def _factory(module: Any) -> Callable[[], Any]:
+    """The module's ``new_event_loop``, else its policy's; qasync's loop runs in
+    a ``QApplication`` (headless with ``QT_QPA_PLATFORM=offscreen``)."""
+    if module.__name__ == "qasync":
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a probe needs no window
+        app = module.QApplication.instance() or module.QApplication([])
+        return lambda: module.QEventLoop(app)
+    new_loop = getattr(module, "new_event_loop", None)
+    if callable(new_loop):
+        return new_loop  # type: ignore[no-any-return]
+    return module.EventLoopPolicy().new_event_loop  # type: ignore[no-any-return]
+
+
+def _record(family: str, probe: bool) -> str:
+    from .capabilities import capabilities
+
+    if family == "trio-asyncio":
+        import trio
+        import trio_asyncio
+
+        async def in_trio() -> str:
+            async with trio_asyncio.open_loop() as loop:
+                return capabilities(loop, probe).to_json()
+
+        result: str = trio.run(in_trio)
+        return result
+    new_loop = _factory(__import__(family))
+    loop = new_loop()
+    try:
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+
+            async def inside() -> str:
+                return capabilities().to_json()  # the running loop, whatever it is
+
+            answer: str = loop.run_until_complete(inside())
+            return answer
+        asyncio.set_event_loop(loop)
+        return capabilities(loop, probe).to_json()
+    finally:
+        loop.close()
+
+
+def main(argv: list[str]) -> int:
+    family, probe = argv[0], "--probe" in argv[1:]
+    try:
+        print(_record(family, probe))
+    except Exception as exc:  # ImportError, or whatever the loop raises on this Python
+        print(f"cannot use {family} here: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,171 @@
+"""Every claim of ``childwatch.capabilities(probe=True)`` about one loop, checked
+with real children: ``python loop_cross_check_child.py FAMILY``.
+
+Run in a process of its own by test_every_loop.py (some loops patch asyncio
+for the whole process).  Prints one line per check; exits 1 if any claim was
+false: a ``supported`` that failed, an ``unsupported`` that worked or failed
+otherwise than its reason says, an accepted ``set_child_watcher`` the loop's
+subprocesses did not go through, a ``default_watcher()`` or ``wait_pid``
+that failed.  Waits are unbounded: the parent's timeout catches a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any, Callable, List, Optional
+
+import childwatch
+from childwatch._probe_loop import _factory
+
+failures: List[str] = []
+
+
+def check(what: str, ok: bool, detail: str = "") -> None:
+    print(f"{'ok  ' if ok else 'FAIL'} {what}{': ' + detail if detail else ''}")
+    if not ok:
+        failures.append(what)
+
+
+def as_the_reason_says(reason: Optional[str], exc: BaseException) -> bool:
+    """True if ``exc`` is the failure ``reason`` announced: its text, or its type."""
+    reason = reason or ""
+    text = str(exc)
+    return bool(reason) and (
+        (text != "" and (reason in text or text in reason)) or type(exc).__name__ in reason
+    )
+
+
+async def delivered(watcher: childwatch.AbstractChildWatcher, code: int) -> int:
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def on_exit(pid: int, returncode: int) -> None:
+        loop.call_soon_threadsafe(lambda: exited.done() or exited.set_result(returncode))
+
+    child = subprocess.Popen(["sh", "-c", f"exit {code}"])
+    try:
+        watcher.add_child_handler(child.pid, on_exit)
+    except BaseException:
+        child.wait()
+        raise
+    return await exited
+
+
+async def refused(what: str, reason: Optional[str], attempt: Callable[[], Any]) -> None:
+    try:
+        result = attempt()
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception as exc:
+        check(f"{what} fails as its reason says", as_the_reason_says(reason, exc), f"{exc!r} vs {reason!r}")
+    else:
+        check(f"{what} fails as its reason says", False, f"it worked; reason was {reason!r}")
+
+
+class Recorded(childwatch.ThreadedChildWatcher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: List[int] = []
+
+    def add_child_handler(self, pid: int, callback: Any, *args: Any) -> None:
+        self.seen.append(pid)
+        super().add_child_handler(pid, callback, *args)
+
+
+async def own_subprocess(code: int) -> int:
+    proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {code}")
+    returncode = await proc.wait()
+    print(f"     (subprocess pid {proc.pid})")
+    seen_pids.append(proc.pid)
+    return returncode
+
+
+seen_pids: List[int] = []
+
+
+async def main(caps: childwatch.Capabilities) -> None:
+    loop = asyncio.get_running_loop()
+    for name, support in caps.watchers:
+        print(f"     {name}: {support.status} ({support.reason})")
+        watcher = getattr(childwatch, name)()
+        try:
+            if support.status == "supported":
+                try:
+                    watcher.attach_loop(loop)
+                    check(f"{name} delivers", await delivered(watcher, 17) == 17)
+                except Exception as exc:
+                    check(f"{name} delivers", False, repr(exc))
+            elif support.reason and "was not delivered" in support.reason:
+                print(f"     {name}: never delivered on this loop (not re-checked: that takes a wait)")
+            else:
+
+                async def attempt(watcher: Any = watcher) -> None:
+                    watcher.attach_loop(loop)
+                    await delivered(watcher, 17)
+
+                await refused(name, support.reason, attempt)
+        finally:
+            try:
+                watcher.close()
+            except Exception as exc:
+                check(f"{name} closes", False, repr(exc))
+    default = childwatch.default_watcher()
+    try:
+        check(f"default_watcher() ({type(default).__name__}) delivers", await delivered(default, 18) == 18)
+        check("it is the recommended one", type(default).__name__ == caps.recommended)
+    finally:
+        default.close()
+    child = subprocess.Popen(["sh", "-c", "exit 19"])
+    check("wait_pid", await childwatch.wait_pid(child) == 19)
+    if caps.subprocesses.supported:
+        check("the loop's own create_subprocess_exec", await own_subprocess(20) == 20)
+    else:
+        await refused(
+            "the loop's own create_subprocess_exec", caps.subprocesses.reason, lambda: own_subprocess(20)
+        )
+    recorded = Recorded()
+    try:
+        if caps.custom_watcher.supported:
+            childwatch.set_child_watcher(recorded)
+            check("get_child_watcher() is the one set", childwatch.get_child_watcher() is recorded)
+            if caps.subprocesses.supported:
+                check("subprocess through the set watcher", await own_subprocess(21) == 21)
+                check("the set watcher saw it", seen_pids[-1] in recorded.seen, f"{recorded.seen}")
+            childwatch.set_child_watcher(None)
+        else:
+            await refused(
+                "set_child_watcher",
+                caps.custom_watcher.reason,
+                lambda: childwatch.set_child_watcher(recorded),
+            )
+    finally:
+        recorded.close()
+
+
+def run(family: str) -> int:
+    new_loop = asyncio.new_event_loop if family == "asyncio" else _factory(__import__(family))
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    loop.set_exception_handler(
+        lambda _, context: check("no error in the loop's callbacks", False, str(context))
+    )
+    try:
+        cheap = childwatch.capabilities(loop)
+        caps = childwatch.capabilities(loop, probe=True)
+        print(f"     {caps.loop} {caps.loop_version} ({caps.loop_class}) on Python {caps.python}")
+        for (name, before), (_, after) in zip(cheap.watchers, caps.watchers):
+            check(f"{name}: the probe keeps a known answer", before.status in ("unknown", after.status))
+        answers = [caps.custom_watcher, caps.subprocesses, *(s for _, s in caps.watchers)]
+        check("no unknown after probing", all(a.status != "unknown" for a in answers))
+        loop.run_until_complete(main(caps))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    print("FAILED: " + "; ".join(failures) if failures else "all claims held")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1]))
