@@ -387,20 +387,23 @@ class WatcherBase(AbstractChildWatcher):
             # close() dropped it: no callback any more; the child is left to the caller.
             self._finish(entry, reap=False)
             return
-        popen = popen_of(entry.pid, entry.args)
-        collected = collected_by(popen)
-        if collected is not None:
-            returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
-        elif popen is not None and returncode is not None:
-            popen.returncode = returncode  # so that it never waits on the pid we still hold
+        args = entry.args
+        if args:  # only an argument can carry a Popen (the common bare callback skips the rule)
+            popen = popen_of(entry.pid, args)
+            collected = collected_by(popen)
+            if collected is not None:
+                returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
+            elif popen is not None and returncode is not None:
+                popen.returncode = returncode  # so that it never waits on the pid we still hold
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
         try:
-            entry.callback(entry.pid, returncode, *entry.args)
+            entry.callback(entry.pid, returncode, *args)
         except Exception as exc:
             self._report(entry, exc)
         finally:
-            if not (reap and _STDLIB_SCHEDULES_EXIT and self._reap_after_transport(entry)):
+            # A transport is the one argument of the loop's callback (_reap_after_transport).
+            if not (reap and _STDLIB_SCHEDULES_EXIT and len(args) == 1 and self._reap_after_transport(entry)):
                 self._finish(entry, reap)
 
     def _finish(self, entry: Entry, reap: bool) -> None:
@@ -492,7 +495,7 @@ class WatcherBase(AbstractChildWatcher):
         if entry is None:
             with self._lock:
                 entry = self._entries.get(pid)
-        if entry is not None and collected_by(popen_of(pid, entry.args)) is not None:
+        if entry is not None and entry.args and collected_by(popen_of(pid, entry.args)) is not None:
             # Its Popen reaped it: the pid may be a newcomer's, running or not.
             self._deliver_exit(pid, entry, None)
             return True
@@ -529,9 +532,9 @@ class WatcherBase(AbstractChildWatcher):
     def _check_all(self) -> None:
         """Check every registered pid: O(registered children)."""
         with self._lock:
-            pids = list(self._entries)
-        for pid in pids:
-            self._check(pid)
+            entries = list(self._entries.items())
+        for pid, entry in entries:
+            self._check(pid, entry)  # only that very entry: one re-registered since checked itself
 
     def _schedule_theft_check(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check every registered pid on ``loop`` within :data:`THEFT_CHECK_DELAY`

@@ -125,9 +125,9 @@ class _MainThreadWakeup:
     def _drain(self) -> None:
         assert self._pipe is not None
         try:
-            while os.read(self._pipe[0], 4096):
+            while len(os.read(self._pipe[0], 4096)) == 4096:  # a short read emptied the pipe
                 pass
-        except BlockingIOError:
+        except BlockingIOError:  # a wake-up with nothing to read
             pass
         self.disarm_if_idle()
 
