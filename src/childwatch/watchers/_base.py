@@ -151,12 +151,9 @@ def check_loop(loop: object) -> Optional[asyncio.AbstractEventLoop]:
     return loop
 
 
-def running_loop() -> Optional[asyncio.AbstractEventLoop]:
-    """The event loop running in this thread, or None."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+running_loop: Callable[[], Optional[asyncio.AbstractEventLoop]] = asyncio._get_running_loop
+"""The event loop running in this thread, or None (what ``asyncio.get_running_loop()``
+returns, without raising: asyncio's own C helper, called a few times per child)."""
 
 
 def call_soon_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
