@@ -151,9 +151,15 @@ def check_loop(loop: object) -> Optional[asyncio.AbstractEventLoop]:
     return loop
 
 
-running_loop: Callable[[], Optional[asyncio.AbstractEventLoop]] = asyncio._get_running_loop
-"""The event loop running in this thread, or None (what ``asyncio.get_running_loop()``
-returns, without raising: asyncio's own C helper, called a few times per child)."""
+def running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop running in this thread, or None.
+
+    Through ``asyncio.get_running_loop()``, looked up at each call: trio-asyncio
+    replaces asyncio's functions with its own, which raise RuntimeError in a Trio task."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def call_soon_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
