@@ -14,8 +14,7 @@ import logging
 import os
 from typing import Optional, Tuple
 
-from . import _syscalls
-from ._syscalls import CLD_EXITED, P_ALL, P_PID, P_PIDFD, WEXITED, WNOHANG, WNOWAIT
+from ._syscalls import CLD_EXITED, P_ALL, P_PID, P_PIDFD, WEXITED, WNOHANG, WNOWAIT, WaitidLike, waitid
 
 logger = logging.getLogger("childwatch")
 
@@ -28,7 +27,7 @@ UNKNOWN_STATUS = 255
 _PEEK = WEXITED | WNOHANG | WNOWAIT
 
 
-def _returncode(result: _syscalls.WaitidLike) -> int:
+def _returncode(result: WaitidLike) -> int:
     if result.si_code == CLD_EXITED:
         return result.si_status
     # CLD_KILLED or CLD_DUMPED: the child died of signal si_status.
@@ -41,7 +40,7 @@ def peek(pid: int) -> Optional[int]:
     The child is not reaped.  Raises :class:`ChildProcessError` if ``pid`` is
     not a child of this process or its status was already collected.
     """
-    result = _syscalls.waitid(P_PID, pid, _PEEK)
+    result = waitid(P_PID, pid, _PEEK)
     if result is None or result.si_pid == 0:
         return None
     return _returncode(result)
@@ -50,7 +49,7 @@ def peek(pid: int) -> Optional[int]:
 def peek_pidfd(pidfd: int) -> Optional[int]:
     """Like :func:`peek`, for the process a pidfd names (never a later process
     that reused its pid): ChildProcessError once someone else reaped it."""
-    result = _syscalls.waitid(P_PIDFD, pidfd, _PEEK)
+    result = waitid(P_PIDFD, pidfd, _PEEK)
     if result is None or result.si_pid == 0:
         return None
     return _returncode(result)
@@ -64,7 +63,7 @@ def peek_any(block: bool = False) -> Optional[Tuple[int, int]]:
     The child is not reaped: the same child is returned until someone reaps it.
     """
     try:
-        result = _syscalls.waitid(P_ALL, 0, WEXITED | WNOWAIT if block else _PEEK)
+        result = waitid(P_ALL, 0, WEXITED | WNOWAIT if block else _PEEK)
     except ChildProcessError:
         return None
     if result is None or result.si_pid == 0:

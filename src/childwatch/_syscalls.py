@@ -6,8 +6,8 @@ and through :mod:`ctypes` from the C library where it does not (PyPy's
 constants), with the same signatures and errors as :mod:`os`'s: a failed call
 raises the :class:`OSError` subclass for its errno (``ChildProcessError`` for
 ECHILD); ``waitid(..., WNOHANG)`` returns None when no child has changed state.
-The :mod:`os` function is looked up at each call (so that it can be replaced,
-in tests).  Importing this module never fails: a call that this interpreter
+The choice is made once, at import: :data:`waitid` is the very function
+called (a watcher calls it a few times per child).  Importing this module never fails: a call that this interpreter
 and platform cannot make raises :class:`OSError` (ENOSYS) saying so, and
 :func:`missing` names what is missing.
 """
@@ -20,7 +20,7 @@ import errno
 import functools
 import os
 import sys
-from typing import Any, List, NamedTuple, Optional, Protocol
+from typing import Any, Callable, List, NamedTuple, Optional, Protocol
 
 # The Linux values (the same on every architecture childwatch runs on), for
 # interpreters whose os module lacks the names.
@@ -122,13 +122,8 @@ def c_pidfd_open(pid: int, flags: int = 0) -> int:
     return fd
 
 
-def waitid(idtype: int, ident: int, options: int) -> Optional[WaitidLike]:
-    """``waitid(idtype, id, options)``: :func:`os.waitid` where it exists, else :func:`c_waitid`."""
-    call = getattr(os, "waitid", None)
-    if call is None:
-        return c_waitid(idtype, ident, options)
-    result: Optional[WaitidLike] = call(idtype, ident, options)
-    return result
+waitid: Callable[[int, int, int], Optional[WaitidLike]] = getattr(os, "waitid", None) or c_waitid
+"""``waitid(idtype, id, options)``: :func:`os.waitid` where it exists, else :func:`c_waitid`."""
 
 
 def pidfd_open(pid: int) -> int:

@@ -61,8 +61,8 @@ def exit_of(pid: int, entry: Optional[Entry], pidfd: Optional[int] = None) -> Tu
     """:func:`read_exit` for a registered child: ``(True, None)`` without
     reading the pid if ``entry``'s Popen reaped it (the pid may be a
     newcomer's by now, running or not)."""
-    if entry is not None and collected_by(popen_of(pid, entry.args)) is not None:
-        return True, None
+    if entry is not None and entry.args and collected_by(popen_of(pid, entry.args)) is not None:
+        return True, None  # (only an argument can carry a Popen)
     return read_exit(pid, pidfd)
 
 
@@ -167,7 +167,10 @@ def check_loop(loop: object) -> Optional[asyncio.AbstractEventLoop]:
 
 
 def running_loop() -> Optional[asyncio.AbstractEventLoop]:
-    """The event loop running in this thread, or None."""
+    """The event loop running in this thread, or None.
+
+    Through ``asyncio.get_running_loop()``, looked up at each call: trio-asyncio
+    replaces asyncio's functions with its own, which raise RuntimeError in a Trio task."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -402,12 +405,14 @@ class WatcherBase(AbstractChildWatcher):
             # close() dropped it: no callback any more; the child is left to the caller.
             self._finish(entry, reap=False)
             return
-        popen = popen_of(entry.pid, entry.args)
-        collected = collected_by(popen)
-        if collected is not None:
-            returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
-        elif popen is not None and returncode is not None:
-            popen.returncode = returncode  # so that it never waits on the pid we still hold
+        args = entry.args
+        if args:  # only an argument can carry a Popen (the common bare callback skips the rule)
+            popen = popen_of(entry.pid, args)
+            collected = collected_by(popen)
+            if collected is not None:
+                returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
+            elif popen is not None and returncode is not None:
+                popen.returncode = returncode  # so that it never waits on the pid we still hold
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
         try:
@@ -418,11 +423,12 @@ class WatcherBase(AbstractChildWatcher):
                     "the loop that handles pid %d is closed: its status %d is dropped", entry.pid, returncode
                 )
             else:
-                entry.callback(entry.pid, returncode, *entry.args)
+                entry.callback(entry.pid, returncode, *args)
         except Exception as exc:
             self._report(entry, exc)
         finally:
-            if not (reap and _STDLIB_SCHEDULES_EXIT and self._reap_after_transport(entry)):
+            # A transport is the one argument of the loop's callback (_reap_after_transport).
+            if not (reap and _STDLIB_SCHEDULES_EXIT and len(args) == 1 and self._reap_after_transport(entry)):
                 self._finish(entry, reap)
 
     def _finish(self, entry: Entry, reap: bool) -> None:
@@ -547,9 +553,9 @@ class WatcherBase(AbstractChildWatcher):
     def _check_all(self) -> None:
         """Check every registered pid: O(registered children)."""
         with self._lock:
-            pids = list(self._entries)
-        for pid in pids:
-            self._check(pid)
+            entries = list(self._entries.items())
+        for pid, entry in entries:
+            self._check(pid, entry)  # only that very entry: one re-registered since checked itself
 
     def _schedule_theft_check(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check every registered pid on ``loop`` within :data:`THEFT_CHECK_DELAY`

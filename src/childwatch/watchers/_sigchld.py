@@ -7,7 +7,7 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from .._loop_rules import refuse_sigchld
 from ._base import Entry, WatcherBase, call_soon_on, check_loop, running_loop
@@ -90,6 +90,12 @@ class LoopSigchldWatcher(WatcherBase):
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        # Children found exited at registration, to check from the loop: (the loop, its batch).
+        self._exited_early: Optional[Tuple[asyncio.AbstractEventLoop, List[Entry]]] = None
+
+    def _after_fork_in_child(self) -> None:
+        self._exited_early = None
+        super()._after_fork_in_child()
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """Listen for SIGCHLD on ``loop`` (None: on no loop).  Attaching a closed
@@ -155,8 +161,21 @@ class LoopSigchldWatcher(WatcherBase):
         exited = self._probe(entry.pid)
         self._entries[entry.pid] = entry
         if exited:
-            # Its SIGCHLD came before it was ours: deliver it from the loop.
-            call_soon_on(self._loop, self._check, entry.pid, entry)
+            # Its SIGCHLD came before it was ours: deliver it from the loop, with the
+            # others found so before the loop gets to them (one callback for them all).
+            batch = self._exited_early
+            if batch is None or batch[0] is not self._loop:
+                batch = (self._loop, [])
+                call_soon_on(self._loop, self._check_exited_early, batch[1])
+                self._exited_early = batch
+            batch[1].append(entry)
+
+    def _check_exited_early(self, entries: List[Entry]) -> None:
+        with self._lock:
+            if self._exited_early is not None and self._exited_early[1] is entries:
+                self._exited_early = None  # closed: a registration now starts a new batch
+        for entry in entries:
+            self._check(entry.pid, entry)
 
     def _on_sigchld(self) -> None:
         # Called by the loop's shared handler: a scan that finds nothing costs one waitid().

@@ -126,9 +126,9 @@ class _MainThreadWakeup:
         if self._pipe is None:
             return  # readiness the loop collected before remove_reader (uringcore runs it still)
         try:
-            while os.read(self._pipe[0], 4096):
+            while len(os.read(self._pipe[0], 4096)) == 4096:  # a short read emptied the pipe
                 pass
-        except BlockingIOError:
+        except BlockingIOError:  # a wake-up with nothing to read
             pass
         self.disarm_if_idle()
 
@@ -183,6 +183,8 @@ class MultiLoopChildWatcher(WatcherBase):
         self._scanning = threading.Lock()
         self._rescan = False
         self._theft_due = False  # a SIGCHLD arrived since every pid was last checked
+        self._signals = 0  # SIGCHLDs handled so far (only ever grows)
+        self._exited_at_probe: Set[int] = set()  # registering now, and found exited
         # Entries registered outside any loop (a superset: claimed ones leave lazily).
         self._loopless: Dict[int, Entry] = {}
         # The last loop found to allow SIGCHLD handlers.
@@ -208,6 +210,7 @@ class MultiLoopChildWatcher(WatcherBase):
     def _after_fork_in_child(self) -> None:
         self._scanning = threading.Lock()
         self._loopless.clear()
+        self._exited_at_probe.clear()
         super()._after_fork_in_child()
 
     def _install(self) -> None:
@@ -238,7 +241,8 @@ class MultiLoopChildWatcher(WatcherBase):
             refuse_sigchld(type(self).__name__, loop)
             self._allowed = weakref.ref(loop)
         self._install()
-        self._probe(entry.pid)
+        if self._probe(entry.pid):
+            self._exited_at_probe.add(entry.pid)
         if loop is not None and threading.current_thread() is threading.main_thread():
             _wakeup.arm(loop)  # may raise (no fd left): nothing is registered then
         self._entries[entry.pid] = entry
@@ -257,12 +261,18 @@ class MultiLoopChildWatcher(WatcherBase):
             self._check(pid)
 
     def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
+        signals = self._signals
         super().add_child_handler(pid, callback, *args)
-        # A child that exited before it was registered raised no SIGCHLD we saw.
-        self._check(pid)
+        # A child that exited before it was registered raised no SIGCHLD we will see, and one
+        # handled while it was being registered may have met its exit before it was in the
+        # table: check it then.  Otherwise it exits later, and that SIGCHLD's scan finds it.
+        if self._signals != signals or pid in self._exited_at_probe:
+            self._exited_at_probe.discard(pid)
+            self._check(pid)
 
     def _on_sigchld(self) -> None:
         """Called by the shared handler, in the main thread between bytecodes."""
+        self._signals += 1
         if not self._closed:
             self._theft_due = True
             self._guarded_scan(None)
