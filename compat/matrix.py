@@ -12,6 +12,10 @@ and Python, with the reason for every cell that is not a pass.  Pythons 3.9–3.
 come from pyenv or PATH; 3.14 and 3.15, when missing, from a Debian sid chroot
 that ``compat/sid.sh`` provisions.  ruff and ``mypy --strict`` run once.
 
+The Pythons run side by side (``--jobs``, default 3: the suites mostly wait
+for children), the sid chroot's one after another in one job (they share its
+package manager); each job's output is printed whole when it ends.
+
 Exit status 0 only if every Python was found, ran at least one test, and
 failed none, CPython's suite failed and errored nowhere, and the linters passed.
 """
@@ -28,8 +32,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -46,8 +52,34 @@ WATCHERS = ["Safe", "Fast", "MultiLoop", "Threaded", "Pidfd"]
 PARAM = re.compile(r"\[(?P<loop>asyncio|uvloop|trio-asyncio|trio)-(?P<watcher>\w+)ChildWatcher\]")
 
 
+_job = threading.local()  # .out: the log file of the job this thread runs, if any
+_print_lock = threading.Lock()
+
+
 def log(message: str) -> None:
-    print(f"matrix: {message}", flush=True)
+    out = getattr(_job, "out", None)
+    if out is None:
+        with _print_lock:
+            print(f"matrix: {message}", flush=True)
+    else:
+        out.write(f"matrix: {message}\n")
+        out.flush()
+
+
+def in_job(name: str, work: Any, *args: Any) -> Any:
+    """``work(*args)`` with everything it logs and runs written to
+    ``.matrix/log-NAME.txt``, printed whole once it is done."""
+    path = WORK / f"log-{name}.txt"
+    with open(path, "w", encoding="utf-8", errors="replace") as out:
+        _job.out = out
+        try:
+            return work(*args)
+        finally:
+            _job.out = None
+            with _print_lock:
+                print(f"matrix: ---- {name} ----", flush=True)
+                sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+                sys.stdout.flush()
 
 
 def is_pypy(version: str) -> bool:
@@ -93,6 +125,10 @@ def install_host_python(version: str) -> Optional[str]:
 
 def run(cmd: List[str], **kwargs: Any) -> int:
     log("$ " + " ".join(cmd))
+    out = getattr(_job, "out", None)
+    if out is not None:
+        kwargs.setdefault("stdout", out)
+        kwargs.setdefault("stderr", subprocess.STDOUT)
     return subprocess.run(cmd, **kwargs).returncode
 
 
@@ -385,6 +421,7 @@ def main() -> int:
     )
     parser.add_argument("--versions", default=",".join(VERSIONS))
     parser.add_argument("--no-lint", action="store_true")
+    parser.add_argument("--jobs", type=int, default=3, help="Pythons (and checks) run side by side")
     parser.add_argument(
         "--no-package", action="store_true", help="skip building and testing the sdist and wheel"
     )
@@ -394,9 +431,9 @@ def main() -> int:
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    results: Dict[str, Dict[str, Any]] = {}
-    ok = True
-    for version in args.versions.split(","):
+    versions = args.versions.split(",")
+
+    def one(version: str) -> Dict[str, Any]:
         started = time.monotonic()
         junit = WORK / f"junit-{version}.xml"
         suite = WORK / f"cpython-{version}.json"
@@ -412,39 +449,53 @@ def main() -> int:
             junit.unlink(missing_ok=True)
             code, interpreter = test_sid(version, args.pytest_args)
         else:
-            results[version] = {"result": "MISSING", "interpreter": "not found"}
-            ok = False
-            continue
+            return {"result": "MISSING", "interpreter": "not found", "ok": False}
         cases = read_junit(junit) if junit.exists() and code in (0, 1) else []
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
         cpython = read_cpython_suite(suite)
         passed = code == 0 and counts["passed"] > 0 and counts["failed"] == 0
         suite_ok = is_pypy(version) or cpython_suite_ok(cpython)
-        ok &= passed and suite_ok
         result = "pass" if passed else f"FAIL (pytest exit {code})"
         if not suite_ok:
             result += "; CPython's test_subprocess: FAIL"
-        results[version] = {
+        log(f"Python {version}: {result} {counts}")
+        return {
             "result": result,
+            "ok": passed and suite_ok,
             "cpython_suite": cpython,
             "interpreter": interpreter,
             "seconds": round(time.monotonic() - started),
             "cases": cases,
             **counts,
         }
-        log(f"Python {version}: {results[version]['result']} {counts}")
+
+    def chain(names: List[str]) -> Dict[str, Dict[str, Any]]:
+        return {version: one(version) for version in names}
+
+    in_sid = [v for v in versions if v in SID_VERSIONS and find_python(v) is None]
+    groups = ([in_sid] if in_sid else []) + [[v] for v in versions if v not in in_sid]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        runs = [pool.submit(in_job, "+".join(group), chain, group) for group in groups]
+        checks = {}
+        if not args.no_lint and not args.report_only:
+            checks["lint"] = pool.submit(in_job, "lint", lint)
+        if not args.no_package and not args.report_only:
+            checks["package (sdist and wheel built, checked, the wheel tested)"] = pool.submit(
+                in_job, "package", package
+            )
+        done: Dict[str, Dict[str, Any]] = {}
+        for future in runs:
+            done.update(future.result())
+        check_results = {name: bool(future.result()) for name, future in checks.items()}
+    results = {version: done[version] for version in versions}
+    ok = all(res.pop("ok") for res in results.values())
     if args.pytest_args or args.versions != ",".join(VERSIONS):
         log("partial run: compat/MATRIX.md left as it was")
     else:
         write_matrix(results)
-    if not args.no_lint and not args.report_only:
-        lint_ok = lint()
-        log(f"lint: {'pass' if lint_ok else 'FAIL'}")
-        ok &= lint_ok
-    if not args.no_package and not args.report_only:
-        package_ok = package()
-        log(f"package (sdist and wheel built, checked, the wheel tested): {'pass' if package_ok else 'FAIL'}")
-        ok &= package_ok
+    for name, check_ok in check_results.items():
+        log(f"{name}: {'pass' if check_ok else 'FAIL'}")
+        ok &= check_ok
     for version, res in results.items():
         log(f"{version}: {res['result']}")
     return 0 if ok else 1
