@@ -28,6 +28,22 @@ DEFAULT_SIGNALS = [
 _kept: List[subprocess.Popen] = []  # type: ignore[type-arg]
 
 
+def _stop_ignoring_inherited() -> None:
+    """Where there is no posix_spawn (PyPy), children start through Popen,
+    which resets only SIGPIPE (``restore_signals``): a signal this process
+    ignores since it was started (SIGINT and SIGQUIT, by a shell that ran it
+    in the background) would stay ignored in them.  So this process stops
+    ignoring them (a handler, unlike SIG_IGN, does not survive exec); SIGPIPE
+    stays as Python set it.  Runs at import, in the main thread."""
+    for signum in DEFAULT_SIGNALS:
+        if signum != signal.SIGPIPE and signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+
+if not hasattr(os, "posix_spawn"):
+    _stop_ignoring_inherited()
+
+
 def start(argv: List[str]) -> int:
     """Start ``argv`` (a full path first) as a child of this process; return its pid.
 
