@@ -28,13 +28,13 @@ def refuse_sigchld(watcher_name: str, loop: asyncio.AbstractEventLoop, through_l
     """Raise :class:`UnsupportedLoopError` if ``loop`` forbids the SIGCHLD watcher
     ``watcher_name`` (``through_loop``: see :func:`sigchld_refusal`)."""
     from .loops import adapter_for
+    from .loops._util import class_name
 
     adapter = adapter_for(loop)
     if adapter is None:
         return
     reason = sigchld_refusal(adapter, loop, through_loop)
     if reason is not None:
-        kind = type(loop)
         raise UnsupportedLoopError(
-            f"{watcher_name} cannot run on {adapter.name} ({kind.__module__}.{kind.__qualname__}): {reason}"
+            f"{watcher_name} cannot run on {adapter.name} ({class_name(loop)}): {reason}"
         )

@@ -16,7 +16,7 @@ import select
 import subprocess
 import sys
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from . import _mechanisms
 from ._loop_rules import sigchld_refusal
@@ -114,13 +114,13 @@ def _no(reason: str) -> Support:
     return Support(UNSUPPORTED, reason)
 
 
+def _no_if(reason: Optional[str]) -> Optional[Support]:
+    """Unsupported for ``reason``, or None (no objection)."""
+    return None if reason is None else _no(reason)
+
+
 def _unknown(reason: str) -> Support:
     return Support(UNKNOWN, reason)
-
-
-def _name(loop: object) -> str:
-    cls = type(loop)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _noop(*args: object) -> None:
@@ -137,14 +137,16 @@ def _reader_probe(loop: asyncio.AbstractEventLoop) -> Optional[Support]:
     pipe of ours and undone at once; None if it does.  Not tried on a loop
     running in another thread (its reader table is that thread's)."""
     if loop.is_running() and loop is not running_loop():
-        return _unknown(f"{_name(loop)} runs in another thread: its add_reader was not tried from here")
+        return _unknown(
+            f"{_util.class_name(loop)} runs in another thread: its add_reader was not tried from here"
+        )
     r, w = os.pipe()
     try:
         loop.add_reader(r, _noop)
     except NotImplementedError:
-        return _no(f"{_name(loop)} has no add_reader (NotImplementedError)")
+        return _no(f"{_util.class_name(loop)} has no add_reader (NotImplementedError)")
     except Exception as exc:
-        return _no(f"{_name(loop)}.add_reader(fd, callback) fails: {type(exc).__name__}: {exc}")
+        return _no(f"{_util.class_name(loop)}.add_reader(fd, callback) fails: {type(exc).__name__}: {exc}")
     else:
         loop.remove_reader(r)
     finally:
@@ -157,11 +159,15 @@ def _subprocess_probe(loop: asyncio.AbstractEventLoop) -> Optional[Support]:
     """A refusal read off ``loop``'s class: it inherits asyncio's
     NotImplementedError for subprocesses.  None if it implements them."""
     if not _overrides(loop, "subprocess_exec", asyncio.AbstractEventLoop):
-        return _no(f"{_name(loop)} does not implement subprocess_exec (asyncio's NotImplementedError)")
+        return _no(
+            f"{_util.class_name(loop)} does not implement subprocess_exec (asyncio's NotImplementedError)"
+        )
     if isinstance(loop, asyncio.BaseEventLoop) and not _overrides(
         loop, "_make_subprocess_transport", asyncio.BaseEventLoop
     ):
-        return _no(f"{_name(loop)} does not implement _make_subprocess_transport (NotImplementedError)")
+        return _no(
+            f"{_util.class_name(loop)} does not implement _make_subprocess_transport (NotImplementedError)"
+        )
     return None
 
 
@@ -235,16 +241,18 @@ def _recommended(watchers: Tuple[Tuple[str, Support], ...]) -> str:
 
 def _not_a_loop(loop: object, mechanisms: Dict[str, bool]) -> Capabilities:
     """The record of a running loop that is no :class:`asyncio.AbstractEventLoop` (rsloop)."""
-    no = _no(f"loop must be an asyncio event loop: {_name(loop)} is no asyncio.AbstractEventLoop subclass")
+    no = _no(
+        f"loop must be an asyncio event loop: {_util.class_name(loop)} is no asyncio.AbstractEventLoop subclass"
+    )
     return Capabilities(
-        loop=type(loop).__module__.partition(".")[0],
-        loop_class=_name(loop),
+        loop=_util.family(loop),
+        loop_class=_util.class_name(loop),
         loop_version=None,
         python=platform.python_version(),
         platform=_platform(),
         mechanisms=tuple(mechanisms.items()),
         custom_watcher=no,
-        subprocesses=_unknown(f"{_name(loop)} is not an asyncio loop childwatch can tell about"),
+        subprocesses=_unknown(f"{_util.class_name(loop)} is not an asyncio loop childwatch can tell about"),
         watchers=tuple((name, no) for name in WATCHER_NAMES),
         current_watcher=None,
         recommended=RECOMMENDATIONS[-1],
@@ -285,13 +293,13 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
     version: Optional[str]
     sigchld: Tuple[Optional[Support], Optional[Support]]
     if adapter is None:
-        family = type(loop).__module__.partition(".")[0]
+        family = _util.family(loop)
         custom = _no(no_adapter_reason(loop))
         subprocesses = _subprocess_probe(loop) or _unknown(
-            f"{_name(loop)} implements subprocesses itself; {_UNSETTLED}"
+            f"{_util.class_name(loop)} implements subprocesses itself; {_UNSETTLED}"
         )
         unknown = _unknown(
-            f"whether {_name(loop)} runs SIGCHLD handlers promptly cannot be read off the loop; {_UNSETTLED}"
+            f"whether {_util.class_name(loop)} runs SIGCHLD handlers promptly cannot be read off the loop; {_UNSETTLED}"
         )
         sigchld = (unknown, unknown)
         current, version = None, _util.distribution_version(family)
@@ -301,16 +309,17 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
         custom = _yes() if refusal is None else _no(refusal)
         sub_refusal = adapter.subprocess_refusal(loop)
         subprocesses = _subprocess_probe(loop) or (_yes() if sub_refusal is None else _no(sub_refusal))
-        refusals = (sigchld_refusal(adapter, loop, True), sigchld_refusal(adapter, loop, False))
-        no_sigchld = [None if why is None else _no(why) for why in refusals]
-        sigchld = (no_sigchld[0], no_sigchld[1])
+        sigchld = (
+            _no_if(sigchld_refusal(adapter, loop, True)),
+            _no_if(sigchld_refusal(adapter, loop, False)),
+        )
         current = adapter.current_watcher_name(loop)
     watchers = _watchers(loop, sigchld, mechanisms["pidfd"], mechanisms["waitid"])
     if probe:
         watchers, subprocesses = _settle(loop, watchers, subprocesses)
     return Capabilities(
         loop=family,
-        loop_class=_name(loop),
+        loop_class=_util.class_name(loop),
         loop_version=version,
         python=platform.python_version(),
         platform=_platform(),
@@ -361,6 +370,22 @@ def _settle_once(future: asyncio.Future[int], result: int) -> None:
         future.set_result(result)
 
 
+async def _verdict(what: str, learnt: str, returncode_of: Callable[[], Awaitable[int]]) -> Support:
+    """The answer a probe gives: ``returncode_of()`` is how the running loop
+    learns the returncode of ``what`` (a trivial child, exiting 0), within
+    :data:`PROBE_TIMEOUT` seconds (else it was not ``learnt``)."""
+    name = _util.class_name(asyncio.get_running_loop())
+    try:
+        returncode = await asyncio.wait_for(returncode_of(), PROBE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return _no(f"probed: {what}'s exit was not {learnt} on {name} within {PROBE_TIMEOUT:g} s")
+    except Exception as exc:
+        return _no(f"probed on {name}: {_failure(exc)}")
+    if returncode != 0:
+        return _no(f"probed on {name}: {what} exiting 0 was reported as {returncode}")
+    return _yes("probed with a child")
+
+
 async def _try_watcher(name: str) -> Support:
     """Start a child, watch it with a new ``name`` watcher attached to the running loop."""
     from . import watchers
@@ -372,35 +397,25 @@ async def _try_watcher(name: str) -> Support:
     def on_exit(pid: int, returncode: int) -> None:
         loop.call_soon_threadsafe(_settle_once, exited, returncode)
 
-    child = _child()
-    try:
+    async def delivered() -> int:
         watcher.attach_loop(loop)
         watcher.add_child_handler(child.pid, on_exit)
-        returncode = await asyncio.wait_for(exited, PROBE_TIMEOUT)
-    except asyncio.TimeoutError:
-        return _no(f"probed: a child's exit was not delivered on {_name(loop)} within {PROBE_TIMEOUT:g} s")
-    except Exception as exc:
-        return _no(f"probed on {_name(loop)}: {_failure(exc)}")
+        return await exited
+
+    child = _child()
+    try:
+        return await _verdict("a child", "delivered", delivered)
     finally:
         watcher.close()
         child.wait()  # reaped already (returncode 0 then) or reaped now
-    if returncode != 0:
-        return _no(f"probed on {_name(loop)}: a child exiting 0 was reported as {returncode}")
-    return _yes("probed with a child")
 
 
 async def _try_subprocess() -> Support:
-    loop = asyncio.get_running_loop()
-    try:
+    async def waited() -> int:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "", stdin=subprocess.DEVNULL)
-        returncode = await asyncio.wait_for(proc.wait(), PROBE_TIMEOUT)
-    except asyncio.TimeoutError:
-        return _no(f"probed: a subprocess's exit was not seen on {_name(loop)} within {PROBE_TIMEOUT:g} s")
-    except Exception as exc:
-        return _no(f"probed on {_name(loop)}: {_failure(exc)}")
-    if returncode != 0:
-        return _no(f"probed on {_name(loop)}: a subprocess exiting 0 was reported as {returncode}")
-    return _yes("probed with a child")
+        return await proc.wait()
+
+    return await _verdict("a subprocess", "seen", waited)
 
 
 def trio_capabilities() -> Capabilities:

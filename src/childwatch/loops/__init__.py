@@ -18,6 +18,7 @@ import threading
 from typing import List, Optional
 
 from ._adapter import LoopAdapter
+from ._util import class_name
 from .own_reapers import own_reapers
 from .rloop_adapter import RloopAdapter
 from .trio_asyncio_adapter import TrioAsyncioAdapter
@@ -89,9 +90,8 @@ def adapters() -> List[LoopAdapter]:
 
 def no_adapter_reason(loop: object) -> str:
     """Why childwatch cannot drive ``loop``'s subprocesses when no adapter matches it."""
-    cls = type(loop)
     return (
-        f"childwatch has no adapter for {cls.__module__}.{cls.__qualname__}; "
+        f"childwatch has no adapter for {class_name(loop)}; "
         "register one with childwatch.loops.register_loop_adapter()"
     )
 

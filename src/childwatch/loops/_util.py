@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Optional
 
 
-def family(loop: asyncio.AbstractEventLoop) -> str:
+def family(loop: object) -> str:
     """The top-level package of the loop's class: ``asyncio``, ``uvloop``, …"""
     return type(loop).__module__.partition(".")[0]
+
+
+def class_name(obj: object) -> str:
+    """``module.QualName`` of ``obj``'s class, as messages and records name a loop or watcher."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def distribution_version(name: str) -> Optional[str]:

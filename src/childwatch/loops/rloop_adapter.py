@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .._contract import AbstractChildWatcher
 from ._adapter import LoopAdapter
-from ._util import distribution_version, family
+from ._util import class_name, distribution_version, family
 
 _HOOK = "_watcher_child"
 _lock = threading.Lock()
@@ -65,4 +65,4 @@ class RloopAdapter(LoopAdapter):
 
     def current_watcher_name(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         watcher = getattr(loop, _HOOK, None)
-        return None if watcher is None else f"{type(watcher).__module__}.{type(watcher).__qualname__}"
+        return None if watcher is None else class_name(watcher)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 from .._contract import AbstractChildWatcher
 from .._errors import UnsupportedLoopError
 from ._adapter import LoopAdapter
+from ._util import class_name
 
 _lock = threading.Lock()
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AbstractChildWatcher] = (
@@ -95,7 +96,7 @@ class StdlibAdapter(LoopAdapter):
             watcher = getattr(asyncio.get_event_loop_policy(), "_watcher", None)
         if watcher is None:
             return "none yet (asyncio creates its default on first use)"
-        return f"{type(watcher).__module__}.{type(watcher).__qualname__}"
+        return class_name(watcher)
 
     def subprocess_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         with _lock:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from .._contract import AbstractChildWatcher
 from ._adapter import LoopAdapter
+from ._util import class_name
 
 _lock = threading.Lock()
 _originals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -73,7 +74,7 @@ class StdlibAdapter(LoopAdapter):
 
     def current_watcher_name(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         watcher = getattr(loop, "_watcher", None)
-        return f"{type(watcher).__module__}.{type(watcher).__qualname__}"
+        return class_name(watcher)
 
     def subprocess_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         return None
