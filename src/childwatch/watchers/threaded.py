@@ -7,7 +7,7 @@ import collections
 import os
 import select
 import threading
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import _fds
 from .._status import logger, peek_any
@@ -139,8 +139,8 @@ class ThreadedChildWatcher(WatcherBase):
         self._fdless: Dict[int, Entry] = {}  # the fd-less waiter's children (lock)
         self._fdless_thread: Optional[threading.Thread] = None  # the running fd-less waiter, if any
         self._reaped = threading.Event()  # set at each reap: the exit the fd-less waiter sees may change
-        # The waiter thread (either kind) that retired last, while it delivers its last batch.
-        self._retiring: Optional[threading.Thread] = None
+        # Waiter threads (of either kind) that retired, while they deliver their last batch (lock).
+        self._retiring: Set[threading.Thread] = set()
 
     _dispatch = WatcherBase._dispatch_to_loop
 
@@ -203,10 +203,12 @@ class ThreadedChildWatcher(WatcherBase):
         dropped); wake the fd-less waiter if it is between two checks: it ends then."""
         self._reaped.set()
         epoch = self._epoch
-        waiter, retiring = self._waiter, self._retiring
+        with self._lock:
+            waiter, retiring = self._waiter, list(self._retiring)
         me = threading.current_thread()
-        if retiring is not None and retiring is not me:
-            retiring.join(_RETIRE_JOIN_TIMEOUT)
+        for thread in retiring:
+            if thread is not me:
+                thread.join(_RETIRE_JOIN_TIMEOUT)
         if waiter is None or waiter.thread is me:
             return
         while waiter.thread.is_alive() and self._closed and self._epoch == epoch:
@@ -236,7 +238,7 @@ class ThreadedChildWatcher(WatcherBase):
         self._pidfds = 0
         self._fdless.clear()
         self._fdless_thread = None
-        self._retiring = None
+        self._retiring.clear()
         self._reaped = threading.Event()
         super()._after_fork_in_child()
 
@@ -339,7 +341,7 @@ class ThreadedChildWatcher(WatcherBase):
                 del self._fdless[entry.pid]
             last = not self._fdless
             if last:
-                self._retiring = thread
+                self._retiring.add(thread)
                 if self._fdless_thread is thread:
                     self._fdless_thread = None
         self._deliver_batch(taken, thread if last else None)
@@ -384,11 +386,10 @@ class ThreadedChildWatcher(WatcherBase):
                 return False
             if self._waiter is waiter:
                 self._waiter = None
-            self._retiring = waiter.thread
+            self._retiring.add(waiter.thread)
             return True
 
     def _retired(self, thread: threading.Thread) -> None:
         """``thread`` (a waiter) ends: a finished thread is not kept (nor seen dangling)."""
         with self._lock:
-            if self._retiring is thread:
-                self._retiring = None
+            self._retiring.discard(thread)
