@@ -276,26 +276,58 @@ def test_probed_refusals_hold() -> None:
         loop.close()
 
 
-class DuckLoop:
-    """A loop that asyncio runs but that is no AbstractEventLoop (as rsloop's PyLoop is)."""
+class NotALoop:
+    """Something asyncio could be told runs, with none of a loop's methods."""
 
     def is_closed(self) -> bool:
         return False
 
 
-def test_a_running_loop_that_is_no_asyncio_loop() -> None:
+class DuckLoop:
+    """A loop that subclasses nothing, as rsloop's PyLoop: every method is a real
+    loop's, called through the duck (callbacks run in the real loop)."""
+
+    def __init__(self) -> None:
+        self.real = asyncio.new_event_loop()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_duck_typed_loop_is_a_loop() -> None:
+    duck = DuckLoop()
+    assert not isinstance(duck, asyncio.AbstractEventLoop)
+    try:
+        caps = childwatch.capabilities(duck)  # type: ignore[arg-type]
+        assert caps.loop_class.endswith("DuckLoop")
+        assert caps.custom_watcher.status == "unsupported"
+        assert "no adapter" in (caps.custom_watcher.reason or "")
+        assert dict(caps.watchers)["ThreadedChildWatcher"].status == "supported"
+
+        async def main() -> int:
+            watcher = childwatch.ThreadedChildWatcher()
+            watcher.attach_loop(duck)  # type: ignore[arg-type]
+            try:
+                exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                pid = spawn_exit(7)
+                watcher.add_child_handler(pid, lambda _, rc: duck.call_soon_threadsafe(exited.set_result, rc))
+                return await exited
+            finally:
+                watcher.close()
+
+        assert duck.run_until_complete(asyncio.wait_for(main(), 30)) == 7
+    finally:
+        duck.close()
+
+
+def test_a_running_object_that_is_no_loop() -> None:
     import asyncio.events
 
-    duck = DuckLoop()
-    asyncio.events._set_running_loop(duck)  # type: ignore[arg-type]
+    asyncio.events._set_running_loop(NotALoop())  # type: ignore[arg-type]
     try:
-        caps = childwatch.capabilities()
+        with pytest.raises(TypeError, match="loop must be an asyncio event loop or None, not NotALoop"):
+            childwatch.capabilities()
     finally:
         asyncio.events._set_running_loop(None)
-    assert caps.loop_class.endswith("DuckLoop")
-    answers = [caps.custom_watcher, *(support for _, support in caps.watchers)]
-    assert {a.status for a in answers} == {"unsupported"}
-    reason = caps.custom_watcher.reason or ""
-    assert "is no asyncio.AbstractEventLoop subclass" in reason
-    with pytest.raises(TypeError, match="loop must be an asyncio event loop"):
-        childwatch.PidfdChildWatcher().attach_loop(duck)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="loop must be an asyncio event loop or None, not NotALoop"):
+        childwatch.PidfdChildWatcher().attach_loop(NotALoop())  # type: ignore[arg-type]

@@ -20,6 +20,21 @@ ChildCallback = Callable[..., object]
 
 _stdlib_base: type = getattr(asyncio, "AbstractChildWatcher", object)
 
+LOOP_METHODS = ("call_soon", "call_soon_threadsafe", "call_later", "is_closed", "create_future")
+"""What childwatch asks of an event loop: an :class:`asyncio.AbstractEventLoop`,
+or any object with these methods (a duck-typed loop such as rsloop's, which
+subclasses nothing).  What else a watcher needs of the loop (``add_reader``
+with callback arguments, ``add_signal_handler``) each watcher checks, and
+:func:`childwatch.capabilities` reports."""
+
+
+def is_event_loop(obj: object) -> bool:
+    """True if ``obj`` is an event loop childwatch can use (see :data:`LOOP_METHODS`)."""
+    return isinstance(obj, asyncio.AbstractEventLoop) or all(
+        callable(getattr(obj, name, None)) for name in LOOP_METHODS
+    )
+
+
 with warnings.catch_warnings():
     # 3.12/3.13: asyncio.AbstractChildWatcher.__init_subclass__ warns for any
     # subclass defined outside asyncio.  Ours is deliberate; silence it once

@@ -46,14 +46,8 @@ def _record(family: str, probe: bool) -> str:
     new_loop = _factory(__import__(family))
     loop = new_loop()
     try:
-        if not isinstance(loop, asyncio.AbstractEventLoop):
-
-            async def inside() -> str:
-                return capabilities().to_json()  # the running loop, whatever it is
-
-            answer: str = loop.run_until_complete(inside())
-            return answer
-        asyncio.set_event_loop(loop)
+        if isinstance(loop, asyncio.AbstractEventLoop):  # (a duck-typed loop, rsloop's, is refused there)
+            asyncio.set_event_loop(loop)
         return capabilities(loop, probe).to_json()
     finally:
         loop.close()

@@ -239,26 +239,6 @@ def _recommended(watchers: Tuple[Tuple[str, Support], ...]) -> str:
     return RECOMMENDATIONS[-1]
 
 
-def _not_a_loop(loop: object, mechanisms: Dict[str, bool]) -> Capabilities:
-    """The record of a running loop that is no :class:`asyncio.AbstractEventLoop` (rsloop)."""
-    no = _no(
-        f"loop must be an asyncio event loop: {_util.class_name(loop)} is no asyncio.AbstractEventLoop subclass"
-    )
-    return Capabilities(
-        loop=_util.family(loop),
-        loop_class=_util.class_name(loop),
-        loop_version=None,
-        python=platform.python_version(),
-        platform=_platform(),
-        mechanisms=tuple(mechanisms.items()),
-        custom_watcher=no,
-        subprocesses=_unknown(f"{_util.class_name(loop)} is not an asyncio loop childwatch can tell about"),
-        watchers=tuple((name, no) for name in WATCHER_NAMES),
-        current_watcher=None,
-        recommended=RECOMMENDATIONS[-1],
-    )
-
-
 def _platform() -> str:
     return f"{platform.system()} {platform.release()} {platform.machine()}"
 
@@ -279,9 +259,7 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
     """
     running = running_loop()
     mechanisms = _mechanisms.available()
-    if loop is None and running is not None and not isinstance(running, asyncio.AbstractEventLoop):
-        return _not_a_loop(running, mechanisms)
-    loop = check_loop(loop) or running
+    loop = check_loop(running if loop is None else loop)
     if loop is None:
         temporary = asyncio.new_event_loop()
         try:

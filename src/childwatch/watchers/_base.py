@@ -43,7 +43,7 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .._contract import AbstractChildWatcher, ChildCallback
+from .._contract import AbstractChildWatcher, ChildCallback, is_event_loop
 from .._status import PID_MAX, logger, not_a_child, peek, peek_any, peek_pidfd, reaped_elsewhere, release
 
 
@@ -105,7 +105,7 @@ def collected_by(popen: Optional[subprocess.Popen[Any]]) -> Optional[int]:
 def _bound_to_a_closed_loop(callback: ChildCallback) -> bool:
     """True if ``callback`` is a method of an event loop that is closed."""
     loop = getattr(callback, "__self__", None)
-    return isinstance(loop, asyncio.AbstractEventLoop) and loop.is_closed()
+    return is_event_loop(loop) and bool(loop.is_closed())  # type: ignore[union-attr]
 
 
 def another_process(old: Entry, args: Tuple[Any, ...]) -> bool:
@@ -156,14 +156,15 @@ def check_pid(pid: object) -> int:
 
 
 def check_loop(loop: object) -> Optional[asyncio.AbstractEventLoop]:
-    """Return ``loop`` if it is None or an open event loop."""
+    """Return ``loop`` if it is None or an open event loop (an
+    :class:`asyncio.AbstractEventLoop` or a duck-typed one: :func:`is_event_loop`)."""
     if loop is None:
         return None
-    if not isinstance(loop, asyncio.AbstractEventLoop):
+    if not is_event_loop(loop):
         raise TypeError(f"loop must be an asyncio event loop or None, not {type(loop).__name__}")
-    if loop.is_closed():
+    if loop.is_closed():  # type: ignore[attr-defined]
         raise RuntimeError(f"cannot attach to a closed event loop: {loop!r}")
-    return loop
+    return loop  # type: ignore[return-value]  # a duck-typed loop serves as one
 
 
 def running_loop() -> Optional[asyncio.AbstractEventLoop]:

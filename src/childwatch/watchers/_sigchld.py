@@ -9,6 +9,7 @@ import weakref
 from types import FrameType
 from typing import Any, Callable, List, Optional, Tuple
 
+from .._contract import is_event_loop
 from .._loop_rules import refuse_sigchld
 from ._base import Entry, WatcherBase, call_soon_on, check_loop, running_loop
 
@@ -18,7 +19,7 @@ def _is_foreign(handler: Any) -> bool:
     (asyncio's no-op, or a method of a loop, as trio-asyncio installs)."""
     if not callable(handler) or getattr(handler, "__module__", "") == "asyncio.unix_events":
         return False
-    return not isinstance(getattr(handler, "__self__", None), asyncio.AbstractEventLoop)
+    return not is_event_loop(getattr(handler, "__self__", None))
 
 
 class _LoopSigchld:
