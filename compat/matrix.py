@@ -47,6 +47,22 @@ SID_VERSIONS = {"3.14": "3.14", "3.15": "3.15", "pypy3.11": "pypy3"}
 HOST_APT = {"pypy3.9": "pypy3 pypy3-venv"}
 """Debian packages that give the host (Debian bookworm) the Python of that version."""
 EXTRAS = "test,uvloop,trio,trio-asyncio"
+PYPI_LOOPS = {
+    "rloop": "rloop",
+    "veloxloop": "veloxloop",
+    "uringcore": "uringcore",
+    "zuvloop": "zuvloop",
+    "talyn": "talyn",
+    "loopmini": "loopmini",
+    "rsloop": "rsloop",
+    "qasync": "qasync PySide6-Essentials",  # a Qt binding to run on, headless (QT_QPA_PLATFORM=offscreen)
+}
+"""The asyncio loops from PyPI that each venv gets wherever a wheel of them installs
+(``--only-binary``: nothing is compiled), each alone, so one that does not install
+there hides none of the others; the cross-check (tests/test_every_loop.py) runs on
+each that did.  Left out: gbulb (needs Debian's python3-gi, not a wheel) and
+asyncio-gevent (its claims hold only under ``gevent.monkey.patch_all()``, where
+libev reaps any child: checked by hand, see the README)."""
 LOOPS = ["asyncio", "uvloop", "trio-asyncio", "trio"]
 WATCHERS = ["Safe", "Fast", "MultiLoop", "Threaded", "Pidfd"]
 PARAM = re.compile(r"\[(?P<loop>asyncio|uvloop|trio-asyncio|trio)-(?P<watcher>\w+)ChildWatcher\]")
@@ -140,10 +156,14 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
     run([vpy, "-m", "pip", "install", "-q", "--upgrade", "pip"])
     if not install_extras(lambda spec: run([vpy, "-m", "pip", "install", "-q", "-e", f"{REPO}[{spec}]"])):
         return 1, "pip install failed"
+    for packages in PYPI_LOOPS.values():
+        run([vpy, "-m", "pip", "install", "-q", "--only-binary", ":all:", *packages.split()])
     junit = WORK / f"junit-{version}.xml"
     code = run(
         [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], cwd=REPO
     )
+    with open(WORK / f"loops-{version}.json", "w") as report:
+        run([vpy, "-m", "childwatch", "--probe", "--json"], cwd=REPO, stdout=report)
     if not is_pypy(version):
         run(
             [vpy, str(REPO / "compat" / "cpython_suite.py"), f"--json={WORK / f'cpython-{version}.json'}"],
@@ -173,10 +193,13 @@ def test_sid(version: str, pytest_args: List[str]) -> Tuple[int, str]:
 
     if not install_extras(pip_install):
         return 1, "provisioning or pip install in the sid chroot failed"
+    for packages in PYPI_LOOPS.values():
+        run([*sid, "true"], env=dict(os.environ, CHILDWATCH_SID_PIP=f"-q --only-binary :all: {packages}"))
     junit = f"/src/.matrix/junit-{version}.xml"
     code = run(
         [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args]
     )
+    run([*sid, "sh", "-c", f"python -m childwatch --probe --json > /src/.matrix/loops-{version}.json"])
     if not is_pypy(version):
         run([*sid, "python", "compat/cpython_suite.py", f"--json=/src/.matrix/cpython-{version}.json"])
     return code, f"{'PyPy' if is_pypy(version) else 'CPython'} from the Debian sid chroot (compat/sid.sh)"
@@ -261,6 +284,129 @@ def read_cpython_suite(path: Path) -> Dict[str, Any]:
         return {}
     watchers: Dict[str, Any] = json.loads(path.read_text())["watchers"]
     return watchers
+
+
+def read_loop_report(path: Path) -> Dict[str, Any]:
+    """``python -m childwatch --probe --json``'s record of every loop ({} if it did not run)."""
+    try:
+        loops: Dict[str, Any] = json.loads(path.read_text())["loops"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return loops
+
+
+REPORT_COLUMNS = ("subprocesses", "custom_watcher", *(f"{w}ChildWatcher" for w in WATCHERS))
+REPORT_HEADERS = ("subprocesses", "set_child_watcher", *WATCHERS)
+
+
+def loop_answers(record: Dict[str, Any]) -> List[Tuple[str, Optional[str]]]:
+    """(word, reason) of each of :data:`REPORT_COLUMNS` in one loop's record."""
+    answers = []
+    for column in REPORT_COLUMNS:
+        support = record[column] if column in record else record["watchers"][column]
+        answers.append((support["status"], support["reason"]))
+    return answers
+
+
+def answers_table(
+    header: List[str], rows: List[Tuple[List[str], List[Tuple[str, Optional[str]]]]]
+) -> List[str]:
+    """A Markdown table whose answer cells are the report's words, each reason
+    numbered once beneath it (the same reason, the same number)."""
+    notes: Dict[str, int] = {}
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for lead, answers in rows:
+        cells = []
+        for word, reason in answers:
+            if reason:
+                number = notes.setdefault(reason, len(notes) + 1)
+                word = f"{word} [{number}]"
+            cells.append(word)
+        lines.append("| " + " | ".join(lead + cells) + " |")
+    if notes:
+        lines.append("")
+        lines += [f"{number}. {reason}" for reason, number in notes.items()]
+    return lines
+
+
+def every_loop() -> List[str]:
+    """The loop families of the report, in its order: childwatch's own four, then PyPI's."""
+    return [*LOOPS, *PYPI_LOOPS]
+
+
+CROSS_CHECKS = {
+    "trio-asyncio": r"test_trio_asyncio_refuses_custom_watchers",  # in a process of its own
+    "trio": r"test_plain_trio_claims",
+}
+"""The tests that check the report of the families tests/test_every_loop.py leaves to others."""
+
+
+def loop_sections(pythons: Dict[str, Any]) -> List[str]:
+    """MATRIX.md's per-loop tables: each Python's report of the loop and whether
+    the cross-check held it to what happened."""
+    lines = [
+        "",
+        "## Every loop: what `python -m childwatch --probe` says, and whether it held",
+        "",
+        "Each venv gets every loop from PyPI whose wheel installs there (`PYPI_LOOPS` in",
+        "compat/matrix.py).  `cross-check`: tests/test_every_loop.py ran every watcher (16 children",
+        "each, beside the loop's own subprocesses), `default_watcher()`, `wait_pid`,",
+        "`set_child_watcher` and the loop's own `create_subprocess_exec` on it, and held every",
+        "answer of the report to what happened (`pass`), or it was not installed (`-`).",
+    ]
+    for family in every_loop():
+        rows = []
+        for version, res in pythons.items():
+            record = res.get("loops", {}).get(family)
+            if not record or not record.get("available"):
+                why = (record or {}).get("reason") or "not installed (no wheel installs here)"
+                rows.append(([version, "-", "-"], [(why, None)] + [("", None)] * (len(REPORT_COLUMNS) - 1)))
+                continue
+            pattern = CROSS_CHECKS.get(family, rf"test_every_claim_holds_on\[{re.escape(family)}\]")
+            check = summarise(matching(res.get("cases", []), pattern))
+            rows.append(
+                ([version, str(record.get("loop_version") or "-"), render_cell(check)], loop_answers(record))
+            )
+        lines += ["", f"### {family}", ""]
+        lines += answers_table(["Python", "version", "cross-check", *REPORT_HEADERS], rows)
+    return lines
+
+
+README_BEGIN = "<!-- loop table: written by compat/matrix.py -->"
+README_END = "<!-- end of loop table -->"
+
+
+def readme_loop_table(pythons: Dict[str, Any]) -> List[str]:
+    """The README's "What each loop allows": a row per loop, from the report on
+    the newest CPython where that loop installed."""
+    rows = []
+    for family in every_loop():
+        found = [
+            (version, res["loops"][family])
+            for version, res in pythons.items()
+            if not is_pypy(version) and res.get("loops", {}).get(family, {}).get("available")
+        ]
+        if not found:
+            continue
+        newest, record = found[-1]
+        where = ", ".join(version for version, _ in found)
+        loop_version = record.get("loop_version") or ""
+        name = "asyncio (stdlib)" if family == "asyncio" else f"{family} {loop_version}".strip()
+        rows.append(([name, where, newest], loop_answers(record)))
+    return answers_table(["loop", "installs on", "answers on", *REPORT_HEADERS], rows)
+
+
+def write_readme_table(pythons: Dict[str, Any]) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    head, begin, rest = text.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not begin or not end:
+        log(f"README.md has no {README_BEGIN!r} ... {README_END!r}: its loop table left as it was")
+        return
+    table = "\n".join(readme_loop_table(pythons))
+    readme.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
+    log("wrote the loop table in README.md")
 
 
 def cpython_suite_ok(results: Dict[str, Any]) -> bool:
@@ -357,6 +503,7 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
             continue  # CPython's test package is CPython's
         suite = res.get("cpython_suite", {})
         lines.append(f"| {version} | " + " | ".join(render_suite_cell(suite.get(w)) for w in WATCHERS) + " |")
+    lines += loop_sections(results)
     for api, per_loop in API_RULES.items():
         lines += ["", f"## API: {api}", "", "| Python | " + " | ".join(per_loop) + " |"]
         lines.append("|---|" + "---|" * len(per_loop))
@@ -365,6 +512,7 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
             lines.append(f"| {version} | " + " | ".join(row) + " |")
     (REPO / "compat" / "MATRIX.md").write_text("\n".join(lines) + "\n")
     log(f"wrote {REPO / 'compat' / 'MATRIX.md'} and matrix.json")
+    write_readme_table(results)
 
 
 def lint() -> bool:
@@ -439,6 +587,7 @@ def main() -> int:
         suite = WORK / f"cpython-{version}.json"
         if not args.report_only:
             suite.unlink(missing_ok=True)
+            (WORK / f"loops-{version}.json").unlink(missing_ok=True)
         python = find_python(version) or (None if args.report_only else install_host_python(version))
         if args.report_only:
             code, interpreter = (0, "(saved report)") if junit.exists() else (1, "no saved report")
@@ -453,6 +602,7 @@ def main() -> int:
         cases = read_junit(junit) if junit.exists() and code in (0, 1) else []
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
         cpython = read_cpython_suite(suite)
+        loops = read_loop_report(WORK / f"loops-{version}.json")
         passed = code == 0 and counts["passed"] > 0 and counts["failed"] == 0
         suite_ok = is_pypy(version) or cpython_suite_ok(cpython)
         result = "pass" if passed else f"FAIL (pytest exit {code})"
@@ -463,6 +613,7 @@ def main() -> int:
             "result": result,
             "ok": passed and suite_ok,
             "cpython_suite": cpython,
+            "loops": loops,
             "interpreter": interpreter,
             "seconds": round(time.monotonic() - started),
             "cases": cases,

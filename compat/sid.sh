@@ -83,8 +83,16 @@ provision() {
 # The interpreter of a version, and the Debian packages it needs
 # (libpython3.X-testsuite: CPython's own test package, for compat/cpython_suite.py).
 interpreter() { if [[ $1 == pypy3 ]]; then echo pypy3; else echo "python$1"; fi; }
+# What the loops from PyPI load beside CPython: libpython for talyn's extension,
+# and for PySide6 (qasync's Qt, run headless) the libraries its Qt links to.
+QT_LIBS="libegl1 libgl1 libx11-6 libdbus-1-3 libfontconfig1 libfreetype6 libglib2.0-0t64 libxkbcommon0"
+
 packages() {
-    if [[ $1 == pypy3 ]]; then echo "pypy3 pypy3-venv"; else echo "python$1 python$1-venv libpython$1-testsuite"; fi
+    if [[ $1 == pypy3 ]]; then
+        echo "pypy3 pypy3-venv"
+    else
+        echo "python$1 python$1-venv libpython$1-testsuite libpython$1 $QT_LIBS"
+    fi
 }
 
 # A chroot provisioned before some of those packages were asked for gets them

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
-
-import childwatch
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -47,56 +47,59 @@ def test_first_example_prints_the_real_status() -> None:
     assert out.stdout.strip() == "exit status: 3"
 
 
-def test_loop_table_matches_capabilities() -> None:
-    """The "What each loop allows" rows agree with capabilities() for the loops installed here
-    (the third-party ones probed, each in a process of its own, as python -m childwatch does)."""
-    import asyncio
-    import importlib.util
-    import json
-
-    from childwatch._probe_loop import THIRD_PARTY
-
-    rows = {}
-    for line in README.split("## What each loop allows", 1)[1].split("##", 1)[0].splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[0] not in ("loop", "---"):
-            rows[cells[0].split()[0]] = [c.split(":")[0].split()[0] for c in cells[1:]]
-    assert {"asyncio", "uvloop", "trio-asyncio", "trio", "rloop", "veloxloop"} <= set(rows)
-    for words in rows.values():
-        assert set(words) <= {"supported", "unsupported", "unknown"}, words
-    loops = {"asyncio": asyncio.new_event_loop}
-    try:
-        import uvloop
-
-        loops["uvloop"] = uvloop.new_event_loop
-    except ImportError:
-        pass
-    for name, factory in loops.items():
-        loop = factory()
-        try:
-            caps = childwatch.capabilities(loop)
-        finally:
-            loop.close()
-        assert rows[name] == statuses(caps.to_dict()), name
-    try:
-        from childwatch.capabilities import trio_capabilities
-
-        assert rows["trio"] == statuses(trio_capabilities().to_dict())
-    except ImportError:
-        pass
-    for family in THIRD_PARTY:
-        if family in rows and importlib.util.find_spec(family) is not None:
-            out = subprocess.run(
-                [sys.executable, "-m", "childwatch._probe_loop", family, "--probe"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert out.returncode == 0, out.stderr
-            assert rows[family] == statuses(json.loads(out.stdout)), family
-    # trio-asyncio runs in its own process: test_loops checks the same claims there.
-    assert rows["trio-asyncio"] == ["unsupported", *["supported"] * 5]
+def readme_loop_table() -> Tuple[Dict[str, List[str]], Dict[str, str]]:
+    """The rows of "What each loop allows" (loop -> its cells) and its numbered reasons."""
+    section = README.split("<!-- loop table: written by compat/matrix.py -->", 1)[1]
+    section = section.split("<!-- end of loop table -->", 1)[0]
+    rows: Dict[str, List[str]] = {}
+    notes: Dict[str, str] = {}
+    for line in section.strip().splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells[0] not in ("loop", "---"):
+                rows[cells[0].split()[0]] = cells
+        elif re.match(r"\d+\. ", line):
+            number, _, reason = line.partition(". ")
+            notes[number] = reason
+    return rows, notes
 
 
-def statuses(record: Dict[str, Any]) -> List[str]:
-    return [record["custom_watcher"]["status"]] + [answer["status"] for answer in record["watchers"].values()]
+def test_loop_table_matches_the_report() -> None:
+    """The "What each loop allows" rows written for this Python are what
+    ``python -m childwatch --probe`` says here, word for word and reason for reason."""
+    rows, notes = readme_loop_table()
+    assert {"asyncio", "uvloop", "trio-asyncio", "trio", "rloop", "veloxloop", "zuvloop", "rsloop"} <= set(
+        rows
+    )
+    for cells in rows.values():
+        assert len(cells) == 10, cells
+        for cell in cells[3:]:
+            word, _, note = cell.partition(" ")
+            assert word in ("supported", "unsupported", "unknown"), cells
+            assert not note or note.strip("[]") in notes, cell
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    mine = {name: cells for name, cells in rows.items() if cells[2] == here}
+    if sys.implementation.name != "cpython" or not mine:
+        pytest.skip(f"no row of the table was written from CPython {here}")
+    out = subprocess.run(
+        [sys.executable, "-m", "childwatch", "--probe", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)["loops"]
+    checked = 0
+    for name, cells in mine.items():
+        record = report.get(name)
+        if record is None or not record["available"]:
+            continue  # not installed in this venv
+        checked += 1
+        answers = [record["subprocesses"], record["custom_watcher"], *record["watchers"].values()]
+        for cell, answer in zip(cells[3:], answers):
+            word, _, note = cell.partition(" ")
+            assert word == answer["status"], (name, cells)
+            assert notes.get(note.strip("[]")) == answer["reason"], (name, cell, answer["reason"])
+    if not checked:
+        pytest.skip(f"none of the loops whose row was written from {here} is installed here")

@@ -282,7 +282,9 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
         sigchld = (unknown, unknown)
         current, version = None, _util.distribution_version(family)
     else:
-        family, version = adapter.name, adapter.version()
+        family = adapter.name
+        own_package = _util.family(loop)  # a stdlib-derived loop (qasync's) is versioned by its own package
+        version = adapter.version() if own_package == family else _util.distribution_version(own_package)
         refusal = adapter.custom_watcher_refusal(loop)
         custom = _yes() if refusal is None else _no(refusal)
         sub_refusal = adapter.subprocess_refusal(loop)
