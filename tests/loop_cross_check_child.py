@@ -6,7 +6,8 @@ for the whole process).  Prints one line per check; exits 1 if any claim was
 false: a ``supported`` that failed, an ``unsupported`` that worked or failed
 otherwise than its reason says, an accepted ``set_child_watcher`` the loop's
 subprocesses did not go through, a ``default_watcher()`` or ``wait_pid``
-that failed.  Waits are unbounded: the parent's timeout catches a hang.
+that failed.  Exits 3 if the loop cannot run a coroutine here at all (the
+test skips).  Waits are unbounded: the parent's timeout catches a hang.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from typing import Any, Callable, List, Optional
 
 import childwatch
-from childwatch._probe_loop import _factory
+from childwatch._probe_loop import _factory, check_runs_a_coroutine, exit_now
 
 failures: List[str] = []
 
@@ -179,6 +180,11 @@ def run(family: str) -> int:
         lambda _, context: check("no error in the loop's callbacks", False, str(context))
     )
     try:
+        try:
+            check_runs_a_coroutine(loop)
+        except RuntimeError as exc:
+            print(f"unusable: {exc}")
+            return 3
         cheap = childwatch.capabilities(loop)
         caps = childwatch.capabilities(loop, probe=True)
         print(f"     {caps.loop} {caps.loop_version} ({caps.loop_class}) on Python {caps.python}")
@@ -195,4 +201,4 @@ def run(family: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1]))
+    exit_now(run(sys.argv[1]))

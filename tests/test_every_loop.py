@@ -26,5 +26,7 @@ def test_every_claim_holds_on(family: str) -> None:
         pytest.skip(f"{family} is not installed in this environment")
     out = subprocess.run([sys.executable, str(CHILD), family], capture_output=True, text=True, timeout=300)
     print(out.stdout, out.stderr)
+    if out.returncode == 3 and out.stdout.startswith("unusable: "):
+        pytest.skip(out.stdout.strip())  # the loop itself is broken on this Python
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.rstrip().endswith("all claims held")

@@ -30,6 +30,31 @@ def _factory(module: Any) -> Callable[[], Any]:
     return module.EventLoopPolicy().new_event_loop  # type: ignore[no-any-return]
 
 
+async def _nothing() -> None:
+    return None
+
+
+def check_runs_a_coroutine(loop: Any) -> None:
+    """Raise RuntimeError, saying why, if ``loop`` cannot run a trivial coroutine
+    here (loopmini 0.1 on 3.10 passes 3.12's ``eager_start`` to ``Task()``): such a
+    loop is unavailable on this Python, and nothing can be claimed about it."""
+    try:
+        loop.run_until_complete(_nothing())
+    except Exception as exc:
+        raise RuntimeError(
+            f"{type(loop).__name__} cannot run a coroutine on this Python ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def exit_now(status: int) -> None:
+    """End a probe process once its answer is printed, skipping the interpreter's
+    teardown: a loop's extension may crash there (PySide6 on 3.10 aborts in
+    ``munmap_chunk()``), which would turn a printed answer into a failure."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def _record(family: str, probe: bool) -> str:
     from .capabilities import capabilities
 
@@ -46,6 +71,7 @@ def _record(family: str, probe: bool) -> str:
     new_loop = _factory(__import__(family))
     loop = new_loop()
     try:
+        check_runs_a_coroutine(loop)
         if isinstance(loop, asyncio.AbstractEventLoop):  # (a duck-typed loop, rsloop's, is refused there)
             asyncio.set_event_loop(loop)
         return capabilities(loop, probe).to_json()
@@ -64,4 +90,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))
