@@ -38,9 +38,11 @@ def check_runs_a_coroutine(loop: Any) -> None:
     """Raise RuntimeError, saying why, if ``loop`` cannot run a trivial coroutine
     here (loopmini 0.1 on 3.10 passes 3.12's ``eager_start`` to ``Task()``): such a
     loop is unavailable on this Python, and nothing can be claimed about it."""
+    coroutine = _nothing()
     try:
-        loop.run_until_complete(_nothing())
+        loop.run_until_complete(coroutine)
     except Exception as exc:
+        coroutine.close()  # (never started: no "never awaited" warning)
         raise RuntimeError(
             f"{type(loop).__name__} cannot run a coroutine on this Python ({type(exc).__name__}: {exc})"
         ) from exc
