@@ -129,13 +129,15 @@ async def main(caps: childwatch.Capabilities) -> None:
                 async def attempt(watcher: Any = watcher) -> None:
                     watcher.attach_loop(loop)
                     await delivered(watcher, 17)
+                    watcher.close()  # (a loop may fail only here: rloop 0.2's remove_signal_handler)
 
                 await refused(name, support.reason, attempt)
         finally:
-            try:
-                watcher.close()
-            except Exception as exc:
-                check(f"{name} closes", False, repr(exc))
+            if support.status == "supported":
+                try:
+                    watcher.close()
+                except Exception as exc:
+                    check(f"{name} closes", False, repr(exc))
     default = childwatch.default_watcher()
     try:
         check(
@@ -149,6 +151,8 @@ async def main(caps: childwatch.Capabilities) -> None:
     check("wait_pid", await childwatch.wait_pid(child) == 19)
     if caps.subprocesses.supported:
         check("the loop's own create_subprocess_exec", await own_subprocess(20) == 20)
+    elif caps.subprocesses.reason and "was not" in caps.subprocesses.reason:
+        print("     its own subprocesses never finished (not re-checked: that takes a wait)")
     else:
         await refused(
             "the loop's own create_subprocess_exec", caps.subprocesses.reason, lambda: own_subprocess(20)

@@ -384,10 +384,14 @@ async def _try_watcher(name: str) -> Support:
 
     child = _child()
     try:
-        return await _verdict("a child", "delivered", delivered)
+        verdict = await _verdict("a child", "delivered", delivered)
     finally:
-        watcher.close()
+        try:
+            watcher.close()
+        except Exception as exc:  # a loop that cannot undo what the watcher set (rloop 0.2's signal handler)
+            verdict = _no(f"probed on {_util.class_name(loop)}: closing the watcher failed: {_failure(exc)}")
         child.wait()  # reaped already (returncode 0 then) or reaped now
+    return verdict
 
 
 async def _try_subprocess() -> Support:

@@ -21,11 +21,23 @@ _lock = threading.Lock()
 _originals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
+def _checked_version(version: Optional[str]) -> bool:
+    """True for rloop 0.5 or later (a version childwatch was checked against)."""
+    parts = (version or "").split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) >= (0, 5)
+    except (IndexError, ValueError):
+        return False
+
+
 class RloopAdapter(LoopAdapter):
     name = "rloop"
 
     def matches(self, loop: asyncio.AbstractEventLoop) -> bool:
-        return family(loop) == "rloop"
+        """rloop 0.5 and later, the versions checked: 0.2's own subprocesses never
+        finish (its child watcher calls a ``loop._remove_reader`` it lacks), so an
+        older rloop is a loop without adapter, whose answers a probe settles."""
+        return family(loop) == "rloop" and _checked_version(distribution_version("rloop"))
 
     def version(self) -> Optional[str]:
         return distribution_version("rloop")
