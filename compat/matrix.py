@@ -378,7 +378,8 @@ README_END = "<!-- end of loop table -->"
 
 def readme_loop_table(pythons: Dict[str, Any]) -> List[str]:
     """The README's "What each loop allows": a row per loop, from the report on
-    the newest CPython where that loop installed."""
+    the newest CPython where that loop installed; "installs on" names the CPythons
+    where that same release did."""
     rows = []
     for family in every_loop():
         found = [
@@ -389,7 +390,10 @@ def readme_loop_table(pythons: Dict[str, Any]) -> List[str]:
         if not found:
             continue
         newest, record = found[-1]
-        where = ", ".join(version for version, _ in found)
+        same = [
+            v for v, r in found if family == "asyncio" or r.get("loop_version") == record.get("loop_version")
+        ]
+        where = ", ".join(same)  # (an older release elsewhere: MATRIX.md has its row)
         loop_version = record.get("loop_version") or ""
         name = "asyncio (stdlib)" if family == "asyncio" else f"{family} {loop_version}".strip()
         rows.append(([name, where, newest], loop_answers(record)))
