@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from common import KINDS, STDLIB_HAS_WATCHERS
 
@@ -27,6 +27,9 @@ RAW_PIDFDS = "raw+pidfds"
 curve's floor for any watcher with a pidfd per child (the kernel copies the fd
 table at every spawn and closes the close-on-exec fds at every exec)."""
 RAW_NAMES = ("raw", RAW_PIDFDS)
+SCANNING = ("std:Safe", "std:MultiLoop")
+"""asyncio's watchers that call ``waitpid`` for every registered child at each
+SIGCHLD: with 10,000 idle children the cost curve churns fewer through them."""
 
 
 def log(msg: str) -> None:
@@ -99,3 +102,20 @@ def e2e_configs() -> List[str]:
         configs.append("asyncio:std-pidfd")
     configs += ["uvloop", "trio"]
     return configs
+
+
+SCALE_LOOPS = ("asyncio", "uvloop", "trio-asyncio")
+
+
+def scale_cells(names: List[str]) -> List[Tuple[str, str]]:
+    """(watcher, loop) of the scale run: the raw loop once (no event loop), every
+    childwatch watcher on each of :data:`SCALE_LOOPS`, asyncio's on asyncio's own."""
+    cells: List[Tuple[str, str]] = []
+    for name in names:
+        if name == "raw":
+            cells.append((name, ""))
+        elif name.startswith(("cw:", "alt:")):
+            cells += [(name, loop) for loop in SCALE_LOOPS]
+        elif name.startswith("std:"):
+            cells.append((name, "asyncio"))
+    return cells

@@ -29,19 +29,33 @@ from catalog import (
     RAW_PIDFDS,
     REPO,
     RESULTS_DIR,
+    SCANNING,
     default_kind,
     e2e_configs,
     log,
+    scale_cells,
     watcher_names,
 )
 from report import curve_paths, pct, plot, render_run, write_results_md
 
-WORKER_TIMEOUT = 120.0
+WORKER_TIMEOUT = 300.0  # a cell of the curve spawns 10,000 idle children
+TASKS = ("curve", "latency", "memory", "e2e", "scale")
 
 
 class Plan:
+    """What a run measures, and how much of it.
+
+    The cost curve churns ``n[level]`` children at each level of idle children
+    (``n_scanning[level]`` for the :data:`~catalog.SCANNING` watchers, whose every
+    SIGCHLD costs a ``waitpid`` per registered child), and measures a level of
+    ``sparse`` only in its first ``sparse[level]`` repeats: spawning 10,000 idle
+    children in every cell of every repeat would take most of the run.
+    """
+
     def __init__(self, quick: bool, repeats: Optional[int]) -> None:
         self.quick = quick
+        self.n_scanning: Dict[int, int] = {}
+        self.sparse: Dict[int, int] = {}
         if quick:
             self.repeats = repeats or 1
             self.levels = [0, 1000]
@@ -49,13 +63,29 @@ class Plan:
             self.latency = 60
             self.live = 1000
             self.e2e_n = 300
+            self.scale_children = 2000
         else:
             self.repeats = repeats or 5
-            self.levels = [0, 100, 1000, 3000]
-            self.n = {0: 2000, 100: 1000, 1000: 2000, 3000: 1000}
+            self.levels = [0, 100, 1000, 3000, 10000]
+            self.n = {0: 2000, 100: 1000, 1000: 2000, 3000: 1000, 10000: 500}
+            self.n_scanning[10000] = 100
+            self.sparse[10000] = 2
             self.latency = 200
             self.live = 1000
             self.e2e_n = 1000
+            self.scale_children = 10000
+
+    def level_repeats(self, level: int) -> int:
+        return min(self.sparse.get(level, self.repeats), self.repeats)
+
+    def churned(self, name: str) -> Dict[int, int]:
+        """Children churned at each level by watcher ``name``."""
+        return {**self.n, **self.n_scanning} if name in SCANNING else self.n
+
+    def curve_spec(self, name: str, repeat: int) -> Dict[str, Any]:
+        levels = [lv for lv in self.levels if repeat < self.level_repeats(lv)]
+        n = self.churned(name)
+        return {"task": "curve", "name": name, "levels": levels, "n": {str(lv): n[lv] for lv in levels}}
 
 
 def run_worker(spec: Dict[str, Any], alt_src: Optional[str] = None) -> Optional[Dict[str, Any]]:
@@ -97,24 +127,21 @@ def collect(
     plan: Plan, tasks: List[str], configs: List[str], names: List[str], alt_src: Optional[str] = None
 ) -> Dict[str, Any]:
     data: Dict[str, Any] = {"curve": {}, "latency": {}, "memory": {}, "e2e": {}, "bad": {}, "failed": []}
-    cells: List[Dict[str, Any]] = []
-    for name in names:
-        if "curve" in tasks:
-            cells.append(
-                {
-                    "task": "curve",
-                    "name": name,
-                    "levels": plan.levels,
-                    "n": {str(k): v for k, v in plan.n.items()},
-                }
-            )
-        if "latency" in tasks and name != RAW_PIDFDS:
-            cells.append({"task": "latency", "name": name, "count": plan.latency})
-    if "e2e" in tasks:
-        cells += [{"task": "e2e", "name": c, "n": plan.e2e_n} for c in configs]
+
+    def cells(repeat: int) -> List[Dict[str, Any]]:
+        out: List[Dict[str, Any]] = []
+        for name in names:
+            if "curve" in tasks:
+                out.append(plan.curve_spec(name, repeat))
+            if "latency" in tasks and name != RAW_PIDFDS:
+                out.append({"task": "latency", "name": name, "count": plan.latency})
+        if "e2e" in tasks:
+            out += [{"task": "e2e", "name": c, "n": plan.e2e_n} for c in configs]
+        return out
+
     started = time.monotonic()
     for r in range(plan.repeats):
-        order = list(cells)
+        order = cells(r)
         random.shuffle(order)
         for i, spec in enumerate(order):
             log(
@@ -155,6 +182,15 @@ def collect(
                 data["failed"].append(f"memory {name}")
             else:
                 data["memory"][name] = out
+    if "scale" in tasks:
+        data["scale"] = []
+        for name, loop in scale_cells(names):  # once each, like memory
+            log(f"scale {name} {loop or '(no loop)'}: {plan.scale_children} children")
+            spec = {"task": "scale", "name": name, "loop": loop, "children": plan.scale_children}
+            out = run_worker(spec, alt_src)
+            if out is None:
+                data["failed"].append(f"scale {name} {loop}")
+            data["scale"].append(dict(out or {"failed": True}, name=name, loop=loop))
     data["elapsed_s"] = time.monotonic() - started
     return data
 
@@ -246,6 +282,10 @@ def drive(args: argparse.Namespace, command: str, machine: str) -> int:
         "repeats": plan.repeats,
         "levels": plan.levels,
         "n": {str(k): v for k, v in plan.n.items()},
+        "n_scanning": {str(k): v for k, v in plan.n_scanning.items()},
+        "scanning": list(SCANNING),
+        "level_repeats": {str(lv): plan.level_repeats(lv) for lv in plan.levels},
+        "scale_children": plan.scale_children,
         "latency": plan.latency,
         "live": plan.live,
         "e2e_n": plan.e2e_n,
@@ -266,7 +306,7 @@ def drive(args: argparse.Namespace, command: str, machine: str) -> int:
     print()
     print(render_run(data))
     write = args.write if args.write is not None else not (args.quick or args.compare or args.watchers)
-    if write and set(tasks) >= {"curve", "latency", "memory", "e2e"}:
+    if write and set(tasks) >= set(TASKS):
         RESULTS_DIR.mkdir(exist_ok=True)
         with open(RESULTS_DIR / f"{PY}.json", "w") as fh:
             json.dump(data, fh, indent=1)

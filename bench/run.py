@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """childwatch benchmarks: every watcher side by side with asyncio's, in one run.
 
-    python3 bench/run.py                  # full run (~4-5 min) on this Python
+    python3 bench/run.py                  # full run (~15-20 min) on this Python
     python3 bench/run.py --python 3.9     # full run on another pyenv Python
-    python3 bench/run.py --quick          # ~40 s smoke run (writes nothing)
+    python3 bench/run.py --quick          # ~2 min smoke run (writes nothing)
 
 The command makes (once) a venv ``bench/.venv-X.Y`` with childwatch (editable),
-uvloop, trio, anyio and matplotlib, and re-runs itself inside it.  Every
+uvloop, trio, anyio, trio-asyncio and matplotlib, and re-runs itself inside it.  Every
 measurement runs in a fresh worker process (``bench/worker.py``), so no
 watcher inherits another's signal handlers, threads or fds.  The cells of
 each repeat run in a shuffled order; each figure is the median over repeats,
@@ -24,8 +24,13 @@ Measured, for the raw ``os.wait()`` loop, every childwatch watcher and (on
 4. end to end: ``create_subprocess_exec`` + ``wait`` per second on stdlib
    asyncio (own default, childwatch's default, stdlib pidfd), uvloop, trio;
 5. memory: threads, fds and RSS with 1,000 live registered children;
-6. the cost curve: churn with 0/100/1,000/3,000 idle registered children,
-   drawn to ``bench/cost_curve.png``.
+6. the cost curve: churn with 0/100/1,000/3,000/10,000 idle registered
+   children, drawn to ``bench/cost_curve.png`` (10,000 in two of the repeats,
+   with fewer children churned through asyncio's scanning watchers);
+7. scale: 10,000 live registered children per watcher and loop (asyncio,
+   uvloop, trio-asyncio) at a soft RLIMIT_NOFILE of 1024: every status
+   checked, threads, fds and RSS per child, time to register and to deliver,
+   or where the watcher stops (EMFILE, refused by the loop).
 
 A full run writes ``bench/results/X.Y.json`` and ``bench/cost_curve-X.Y.png``
 (and ``bench/cost_curve.png`` on Python 3.11, the primary), and regenerates
@@ -52,7 +57,7 @@ from pathlib import Path
 from typing import Optional
 
 from catalog import BENCH, PY, REPO, log
-from driver import drive, machine_line
+from driver import TASKS, drive, machine_line
 from report import regenerate, render_run
 
 
@@ -76,17 +81,19 @@ def ensure_venv(version: str) -> Path:
         log(f"creating {venv}")
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
     probe = subprocess.run(
-        [str(vpy), "-c", "import childwatch, uvloop, trio, anyio, matplotlib"], capture_output=True, cwd="/"
+        [str(vpy), "-c", "import childwatch, uvloop, trio, anyio, trio_asyncio, matplotlib"],
+        capture_output=True,
+        cwd="/",
     )
     if probe.returncode != 0:
-        log(f"installing childwatch[uvloop,trio] + matplotlib into {venv}")
+        log(f"installing childwatch[uvloop,trio,trio-asyncio] + matplotlib into {venv}")
         res = subprocess.run(
-            [str(vpy), "-m", "pip", "install", "-q", "-e", f"{REPO}[uvloop,trio]", "matplotlib"]
+            [str(vpy), "-m", "pip", "install", "-q", "-e", f"{REPO}[uvloop,trio,trio-asyncio]", "matplotlib"]
         )
         if res.returncode != 0:
             # Optional loops may not exist for this Python: childwatch alone is enough.
             subprocess.run([str(vpy), "-m", "pip", "install", "-q", "-e", str(REPO)], check=True)
-            for extra in ("uvloop", "trio", "anyio", "matplotlib"):
+            for extra in ("uvloop", "trio", "anyio", "trio-asyncio", "matplotlib"):
                 subprocess.run([str(vpy), "-m", "pip", "install", "-q", extra])
     return vpy
 
@@ -98,8 +105,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, help="repeats per cell (default 5; --quick 1)")
     parser.add_argument(
         "--tasks",
-        default="curve,latency,memory,e2e",
-        help="comma-separated subset of curve,latency,memory,e2e",
+        default=",".join(TASKS),
+        help="comma-separated subset of " + ",".join(TASKS),
     )
     parser.add_argument(
         "--write",

@@ -12,14 +12,16 @@ and ``e2e`` (``create_subprocess_exec`` + ``wait`` on a loop).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import signal
 import sys
 import threading
 import time
 import warnings
-from typing import Any, Awaitable, Callable, Dict, List, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from catalog import RAW_NAMES, RAW_PIDFDS, new_default_watcher
 from common import (
@@ -151,6 +153,8 @@ class Harness:
         self.idle = Idle()
         self.idle_dead = 0
         self.idle_done: Any = None
+        self.idle_rcs: Dict[int, int] = {}  # pid -> returncode, as delivered
+        self.idle_twice = 0  # idle children delivered more than once
         # A callback from another thread (a watcher's waiter thread) hops to the
         # loop with call_soon_threadsafe, as asyncio's own subprocess callback
         # does; one already in the loop's thread runs directly.
@@ -158,6 +162,8 @@ class Harness:
 
     def _idle_exit(self, pid: int, rc: int) -> None:
         self.idle_dead += 1
+        self.idle_twice += pid in self.idle_rcs
+        self.idle_rcs[pid] = rc
         done = self.idle_done
         if self.idle_dead == len(self.idle.pids) and done is not None and not done.done():
             done.set_result(None)
@@ -272,11 +278,39 @@ def _resolve(fut: Any, value: Any) -> None:
         fut.set_result(value)
 
 
+def run_on(loop_name: str, main: Callable[[], Awaitable[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Run ``main()`` on a fresh loop: ``asyncio``, ``uvloop`` or ``trio-asyncio`` (an
+    asyncio loop inside ``trio.run``; importing trio_asyncio patches asyncio, one
+    more reason for a process of its own)."""
+    import asyncio
+
+    if loop_name == "trio-asyncio":
+        import trio
+        import trio_asyncio
+
+        async def on_trio() -> Dict[str, Any]:
+            async with trio_asyncio.open_loop():
+                result: Dict[str, Any] = await trio_asyncio.aio_as_trio(main)()
+                return result
+
+        return trio.run(on_trio)
+    loop: asyncio.AbstractEventLoop
+    if loop_name == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def _on_warm_harness(name: str, measure: Callable[[Harness], Awaitable[Dict[str, Any]]]) -> Dict[str, Any]:
     """``measure`` a :class:`Harness` of watcher ``name`` on a fresh asyncio loop, once
     :data:`WARMUP` children have churned (threads started, handlers installed,
     caches warm); the harness is torn down however ``measure`` ends."""
-    import asyncio
 
     async def main() -> Dict[str, Any]:
         h = Harness(name)
@@ -287,11 +321,7 @@ def _on_warm_harness(name: str, measure: Callable[[Harness], Awaitable[Dict[str,
         finally:
             await h.teardown()
 
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
+    return run_on("asyncio", main)
 
 
 def watcher_curve(name: str, levels: List[int], n_by_level: Dict[int, int]) -> Dict[str, Any]:
@@ -331,6 +361,160 @@ def watcher_memory(name: str, live: int) -> Dict[str, Any]:
         return _memory_record(base, now, live)
 
     return _on_warm_harness(name, measure)
+
+
+# -- scale: thousands of live children at a soft fd limit of 1024 ----------------
+
+SCALE_SOFT_LIMIT = 1024
+SCALE_DELIVERY_TIMEOUT = 60.0
+SCALE_STALL = 5.0
+
+
+def _scale_code(i: int) -> int:
+    """The status child ``i`` of the scale run must end with: every tenth is
+    killed by SIGTERM, the others exit 0 on EOF."""
+    return -signal.SIGTERM if i % 10 == 9 else 0
+
+
+def _limit_hit(exc: BaseException, i: int) -> str:
+    """Where registration stopped, as the table says it: ``EMFILE at child 1013``."""
+    code = getattr(exc, "errno", None)
+    what = errno.errorcode.get(code, str(code)) if code else f"{type(exc).__name__}: {exc}"
+    return f"{what} at child {i + 1}"
+
+
+def _release(pids: List[int]) -> None:
+    """End the registered idle children together: SIGTERM every tenth (before the
+    pipe closes, so that none has exited 0 yet)."""
+    for i, pid in enumerate(pids):
+        if _scale_code(i):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _scale_record(
+    base: Tuple[int, int, int],
+    now: Tuple[int, int, int],
+    pids: List[int],
+    got: Dict[int, int],
+    twice: int,
+    times: Tuple[float, float],
+    limit: Optional[str],
+) -> Dict[str, Any]:
+    expected = {pid: _scale_code(i) for i, pid in enumerate(pids)}
+    out = _memory_record(base, now, max(len(pids), 1))
+    out.update(
+        registered=len(pids),
+        delivered=len(got),
+        twice=twice,
+        wrong=sum(1 for pid, rc in got.items() if expected.get(pid) != rc),
+        exact=got == expected and twice == 0,
+        register_s=times[0],
+        deliver_s=times[1],
+        limit=limit,
+        soft_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    )
+    return out
+
+
+def raw_scale(count: int) -> Dict[str, Any]:
+    """The raw loop's figures for the same children: spawned, then ``os.wait()``."""
+    idle = Idle()
+    base = (_threads(), _fds(), _rss_kib())
+    limit = None
+    t0 = time.perf_counter()
+    for i in range(count):
+        try:
+            idle.spawn()
+        except OSError as exc:
+            limit = _limit_hit(exc, i)
+            break
+    t1 = time.perf_counter()
+    time.sleep(0.3)
+    now = (_threads(), _fds(), _rss_kib())
+    t2 = time.perf_counter()
+    _release(idle.pids)
+    idle.close()
+    got: Dict[int, int] = {}
+    twice = 0
+    deadline = time.monotonic() + SCALE_DELIVERY_TIMEOUT
+    while len(got) < len(idle.pids) and time.monotonic() < deadline:
+        pid, status = os.wait()
+        twice += pid in got
+        got[pid] = os.waitstatus_to_exitcode(status)
+    return _scale_record(base, now, idle.pids, got, twice, (t1 - t0, time.perf_counter() - t2), limit)
+
+
+def watcher_scale(name: str, loop_name: str, count: int) -> Dict[str, Any]:
+    """``count`` idle children registered from the running loop, then ended together;
+    a watcher the loop refuses, or a loop not importable here, says so."""
+
+    async def main() -> Dict[str, Any]:
+        import asyncio
+        import gc
+
+        gc.collect()
+        base = (_threads(), _fds(), _rss_kib())
+        try:
+            h = Harness(name)
+        except Exception as exc:  # the loop refuses this watcher
+            return {"refused": f"{type(exc).__name__}: {exc}"}
+        spare = os.open(os.devnull, os.O_RDONLY)  # freed for the figures if registration hits EMFILE
+        limit = None
+        t0 = time.perf_counter()
+        for i in range(count):
+            with h.w:
+                try:
+                    pid = h.idle.spawn()
+                except OSError as exc:
+                    limit = _limit_hit(exc, i)
+                    break
+                try:
+                    h.w.add_child_handler(pid, h._idle_cb)
+                except (OSError, RuntimeError) as exc:  # EMFILE; no thread for it
+                    limit = _limit_hit(exc, i)
+                    h.idle.pids.pop()
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+            if i % 64 == 63:
+                await asyncio.sleep(0)
+        t1 = time.perf_counter()
+        os.close(spare)
+        await asyncio.sleep(0.3)
+        gc.collect()
+        now = (_threads(), _fds(), _rss_kib())
+        h.idle_done = asyncio.get_running_loop().create_future()
+        quiet_wakeup_fd()  # as after the curve's warm-up: the loop may have set its own since
+        t2 = time.perf_counter()
+        _release(h.idle.pids)
+        h.idle.close()
+        deadline = time.monotonic() + SCALE_DELIVERY_TIMEOUT
+        while h.idle_dead < len(h.idle.pids) and time.monotonic() < deadline:
+            seen = h.idle_dead
+            try:
+                await asyncio.wait_for(asyncio.shield(h.idle_done), SCALE_STALL)
+            except asyncio.TimeoutError:
+                if h.idle_dead == seen:
+                    break  # nothing delivered for SCALE_STALL seconds: the rest is lost
+        t3 = time.perf_counter()
+        await asyncio.sleep(0.01)  # the hops scheduled by the last callbacks
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            h.w.close()
+        return _scale_record(base, now, h.idle.pids, h.idle_rcs, h.idle_twice, (t1 - t0, t3 - t2), limit)
+
+    try:
+        return run_on(loop_name, main)
+    except ImportError as exc:
+        return {"unavailable": f"{loop_name} cannot be imported here: {exc}"}
+
+
+def scale(name: str, loop_name: str, count: int) -> Dict[str, Any]:
+    """The scale run of one watcher on one loop, at a soft RLIMIT_NOFILE of 1024
+    whatever this machine allows."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(SCALE_SOFT_LIMIT, hard), hard))
+    return raw_scale(count) if name == "raw" else watcher_scale(name, loop_name, count)
 
 
 # -- end to end -------------------------------------------------------------------
@@ -440,6 +624,8 @@ def worker_main(spec: Dict[str, Any]) -> Dict[str, Any]:
         out = raw_memory(spec["live"]) if name == "raw" else watcher_memory(name, spec["live"])
     elif task == "e2e":
         out = e2e(name, spec["n"])
+    elif task == "scale":
+        out = scale(name, spec["loop"], spec["children"])
     else:
         raise ValueError(task)
     out["leftover_children"] = _leftover_children()
