@@ -474,7 +474,10 @@ def watcher_scale(name: str, loop_name: str, count: int) -> Dict[str, Any]:
                     limit = _limit_hit(exc, i)
                     h.idle.pids.pop()
                     os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
+                    try:
+                        os.waitpid(pid, 0)
+                    except ChildProcessError:
+                        pass  # a watcher that reaps every child took it
                     break
             if i % 64 == 63:
                 await asyncio.sleep(0)
