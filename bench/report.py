@@ -287,7 +287,8 @@ def scale_table(data: Dict[str, Any]) -> str:
         "fds and RSS are the process's with every child registered; register s counts spawning",
         "(the raw loop's figure is spawning alone); deliver s runs from the release to the last",
         "callback.  A watcher that stops registering says where (EMFILE at child N: no fd left",
-        "for its pidfd) and its figures are for the children it took.\n",
+        "for its pidfd; or the worker's registration budget spent, as a thread per child may on a",
+        "busy machine) and its figures are for the children it took.\n",
         "| watcher | loop | statuses | threads | fds added | RSS B/child | register s | deliver s |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]

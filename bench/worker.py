@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tuple
 
 from catalog import RAW_NAMES, RAW_PIDFDS, new_default_watcher
 from common import (
@@ -368,6 +368,28 @@ def watcher_memory(name: str, live: int) -> Dict[str, Any]:
 SCALE_SOFT_LIMIT = 1024
 SCALE_DELIVERY_TIMEOUT = 60.0
 SCALE_STALL = 5.0
+SCALE_REGISTER_BUDGET = 120.0
+"""Registration stops here (a thread per child on a busy machine): the table says at
+which child, and the cell ends well within the driver's timeout."""
+
+
+class _Registration:
+    """The scale run's registration loop: :meth:`steps` yields each child's index
+    until :data:`SCALE_REGISTER_BUDGET` is spent; ``limit`` says where it stopped."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.limit: Optional[str] = None
+
+    def steps(self, count: int) -> Iterator[int]:
+        for i in range(count):
+            if time.perf_counter() - self.t0 >= SCALE_REGISTER_BUDGET:
+                self.limit = f"{SCALE_REGISTER_BUDGET:.0f} s spent registering, stopped at child {i + 1}"
+                return
+            yield i
+
+    def stop(self, exc: BaseException, i: int) -> None:
+        self.limit = _limit_hit(exc, i)
 
 
 def _scale_code(i: int) -> int:
@@ -420,13 +442,12 @@ def raw_scale(count: int) -> Dict[str, Any]:
     """The raw loop's figures for the same children: spawned, then ``os.wait()``."""
     idle = Idle()
     base = (_threads(), _fds(), _rss_kib())
-    limit = None
-    t0 = time.perf_counter()
-    for i in range(count):
+    reg = _Registration()
+    for i in reg.steps(count):
         try:
             idle.spawn()
         except OSError as exc:
-            limit = _limit_hit(exc, i)
+            reg.stop(exc, i)
             break
     t1 = time.perf_counter()
     time.sleep(0.3)
@@ -441,7 +462,7 @@ def raw_scale(count: int) -> Dict[str, Any]:
         pid, status = os.wait()
         twice += pid in got
         got[pid] = os.waitstatus_to_exitcode(status)
-    return _scale_record(base, now, idle.pids, got, twice, (t1 - t0, time.perf_counter() - t2), limit)
+    return _scale_record(base, now, idle.pids, got, twice, (t1 - reg.t0, time.perf_counter() - t2), reg.limit)
 
 
 def watcher_scale(name: str, loop_name: str, count: int) -> Dict[str, Any]:
@@ -459,19 +480,18 @@ def watcher_scale(name: str, loop_name: str, count: int) -> Dict[str, Any]:
         except Exception as exc:  # the loop refuses this watcher
             return {"refused": f"{type(exc).__name__}: {exc}"}
         spare = os.open(os.devnull, os.O_RDONLY)  # freed for the figures if registration hits EMFILE
-        limit = None
-        t0 = time.perf_counter()
-        for i in range(count):
+        reg = _Registration()
+        for i in reg.steps(count):
             with h.w:
                 try:
                     pid = h.idle.spawn()
                 except OSError as exc:
-                    limit = _limit_hit(exc, i)
+                    reg.stop(exc, i)
                     break
                 try:
                     h.w.add_child_handler(pid, h._idle_cb)
                 except (OSError, RuntimeError) as exc:  # EMFILE; no thread for it
-                    limit = _limit_hit(exc, i)
+                    reg.stop(exc, i)
                     h.idle.pids.pop()
                     os.kill(pid, signal.SIGKILL)
                     try:
@@ -504,7 +524,8 @@ def watcher_scale(name: str, loop_name: str, count: int) -> Dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             h.w.close()
-        return _scale_record(base, now, h.idle.pids, h.idle_rcs, h.idle_twice, (t1 - t0, t3 - t2), limit)
+        times = (t1 - reg.t0, t3 - t2)
+        return _scale_record(base, now, h.idle.pids, h.idle_rcs, h.idle_twice, times, reg.limit)
 
     try:
         return run_on(loop_name, main)
