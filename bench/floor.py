@@ -35,7 +35,6 @@ import json
 import os
 import random
 import select
-import shutil
 import statistics
 import subprocess
 import sys
@@ -43,67 +42,13 @@ import time
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-TRUE = shutil.which("true") or "/bin/true"
-CAT = shutil.which("cat") or "/bin/cat"
-INFLIGHT = 32
+from common import INFLIGHT, Idle, raw_churn, raw_warmup, spawn_true
+
 Sample = Tuple[float, float]  # (children per second, CPU seconds per child)
-
-
-def _spawn() -> int:
-    return os.posix_spawn(TRUE, ["true"], {})
-
-
-def _warm_up() -> None:
-    for _ in range(10):
-        pids = [_spawn() for _ in range(INFLIGHT)]
-        for pid in pids:
-            os.waitpid(pid, 0)
-
-
-class Idle:
-    """``cat`` children blocked on a pipe only we write to; EOF ends them all."""
-
-    def __init__(self) -> None:
-        self._r, self._w = os.pipe()
-        self._actions = [
-            (os.POSIX_SPAWN_DUP2, self._r, 0),
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        ]
-        self.pids: List[int] = []
-
-    def spawn(self, count: int) -> List[int]:
-        new = [os.posix_spawn(CAT, ["cat"], {}, file_actions=self._actions) for _ in range(count)]
-        self.pids += new
-        return new
-
-    def end(self) -> None:
-        """Close the pipe (every ``cat`` exits) and reap whatever is left."""
-        os.close(self._r)
-        os.close(self._w)
-        for pid in self.pids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass  # reaped by a watcher
 
 
 def _levels(idle: int) -> List[int]:
     return [0, idle] if idle else [0]
-
-
-def _raw_once(n: int) -> Sample:
-    started = finished = 0
-    c0, t0 = time.process_time(), time.perf_counter()
-    for _ in range(INFLIGHT):
-        _spawn()
-        started += 1
-    while finished < n:
-        os.wait()
-        finished += 1
-        if started < n:
-            _spawn()
-            started += 1
-    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
 
 
 def _raw(n: int, idle: int, hold_pidfds: bool) -> List[Sample]:
@@ -112,10 +57,11 @@ def _raw(n: int, idle: int, hold_pidfds: bool) -> List[Sample]:
     out = []
     try:
         for level in _levels(idle):
-            new = children.spawn(level - len(children.pids))
+            new = [children.spawn() for _ in range(level - len(children.pids))]
             if hold_pidfds:
                 held += [os.pidfd_open(pid) for pid in new]
-            out.append(_raw_once(n))
+            rate, cpu, _ = raw_churn(n)
+            out.append((rate, cpu))
     finally:
         for fd in held:
             os.close(fd)
@@ -144,7 +90,7 @@ def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
 
         def start() -> None:
             count["started"] += 1
-            epoll.register(os.pidfd_open(_spawn()), select.EPOLLIN)
+            epoll.register(os.pidfd_open(spawn_true()), select.EPOLLIN)
 
         def ready() -> None:
             for fd, _ in epoll.poll(0):
@@ -163,7 +109,8 @@ def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
         out = []
         try:
             for level in _levels(idle):
-                for pid in children.spawn(level - len(children.pids)):
+                for _ in range(level - len(children.pids)):
+                    pid = children.spawn()
                     fd = os.pidfd_open(pid)
                     idle_fds[fd] = pid
                     epoll.register(fd, select.EPOLLIN)
@@ -189,7 +136,7 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
 
         def start() -> None:
             count["started"] += 1
-            watcher.add_child_handler(_spawn(), on_exit)
+            watcher.add_child_handler(spawn_true(), on_exit)
 
         def on_exit(pid: int, returncode: int) -> None:
             count["finished"] += 1
@@ -204,8 +151,8 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
         out = []
         try:
             for level in _levels(idle):
-                for pid in children.spawn(level - len(children.pids)):
-                    watcher.add_child_handler(pid, on_idle_exit)
+                for _ in range(level - len(children.pids)):
+                    watcher.add_child_handler(children.spawn(), on_idle_exit)
                 out.append(await _churn(count, start, n))
         finally:
             watcher.close()
@@ -249,7 +196,7 @@ def main() -> int:
     if args.n < INFLIGHT or args.idle < 0 or args.repeats < 1:
         parser.error(f"need -n >= {INFLIGHT}, --idle >= 0 and --repeats >= 1")
     if args.worker:
-        _warm_up()
+        raw_warmup()
         print(json.dumps(CONFIGS[args.worker](args.n, args.idle)))
         return 0
     names = [name for name in CONFIGS if args.idle or name != "raw+pidfds"]

@@ -30,36 +30,15 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import warnings
 from typing import Any, Dict, List
 
-TRUE = shutil.which("true") or "/bin/true"
-CAT = shutil.which("cat") or "/bin/cat"
+from common import STDLIB_HAS_WATCHERS, Idle, make_watcher, quiet_wakeup_fd, spawn_true
+
 BATCH = 32
-STDLIB_HAS_WATCHERS = sys.version_info < (3, 14)
-
-
-def _make_watcher(name: str, loop: asyncio.AbstractEventLoop) -> Any:
-    family, kind = name.split(":")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if family in ("cw", "alt"):  # alt: childwatch imported from --compare DIR
-            import childwatch
-
-            watcher = getattr(childwatch, kind + "ChildWatcher")()
-        else:
-            watcher = getattr(asyncio, kind + "ChildWatcher")()
-        watcher.attach_loop(loop)
-    fd = signal.set_wakeup_fd(-1)  # no "wakeup fd full" warning under a burst of SIGCHLDs
-    if fd != -1:
-        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
-    return watcher
 
 
 def _wait_exited(pids: List[int]) -> None:
@@ -87,24 +66,23 @@ async def _delivered(watcher: Any, pids: List[int], before: Any = None) -> None:
 
 
 async def measure(name: str, n: int) -> Dict[str, float]:
-    watcher = _make_watcher(name, asyncio.get_running_loop())
+    watcher = make_watcher(name, asyncio.get_running_loop())
+    quiet_wakeup_fd()  # a burst of SIGCHLDs may fill it
     exited = live = 0.0
     try:
         for warmup in (True, False):
             count = BATCH * 4 if warmup else n
-            pids = [os.posix_spawn(TRUE, ["true"], {}) for _ in range(count)]
+            pids = [spawn_true() for _ in range(count)]
             _wait_exited(pids)
             c0 = time.process_time()
             await _delivered(watcher, pids)
             exited = (time.process_time() - c0) / count
             live = 0.0
             for _ in range(count // BATCH):
-                r, w = os.pipe()
-                actions = [(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
-                pids = [os.posix_spawn(CAT, ["cat"], {}, file_actions=actions) for _ in range(BATCH)]
-                os.close(r)
+                batch = Idle()
+                pids = [batch.spawn() for _ in range(BATCH)]
                 c0 = time.process_time()
-                await _delivered(watcher, pids, lambda w=w: os.close(w))
+                await _delivered(watcher, pids, batch.close)
                 live += time.process_time() - c0
             live /= count // BATCH * BATCH
     finally:
