@@ -957,8 +957,11 @@ def test_reaped_behind_our_back_under_load(
             assert pid in stolen and warnings_for.get(pid) == 1, (pid, warnings_for.get(pid))
         else:
             assert rc == -signal.SIGKILL and pid not in warnings_for, (pid, rc, warnings_for.get(pid))
-    if watcher_cls is not childwatch.ThreadedChildWatcher:
-        # Nothing of the watcher could run during the theft: all 255.
+    if watcher_cls not in (childwatch.ThreadedChildWatcher, childwatch.MultiLoopChildWatcher):
+        # Nothing of the watcher could run during the theft: all 255.  (MultiLoop's is a
+        # Python signal handler: when another thread takes the SIGCHLD, Python runs it in
+        # the main thread between two bytecodes of the theft, and it may read a real status
+        # before the test reaps that child, which is then no theft at all.)
         assert sorted(p for p in all_pids if results[p] == [255]) == sorted(stolen)
 
 
