@@ -6,8 +6,8 @@ for the whole process).  Prints one line per check; exits 1 if any claim was
 false: a ``supported`` that failed, an ``unsupported`` that worked or failed
 otherwise than its reason says, an accepted ``set_child_watcher`` the loop's
 subprocesses did not go through, a ``default_watcher()`` or ``wait_pid``
-that failed.  Exits 3 if the loop cannot run a coroutine here at all (the
-test skips).  Waits are unbounded: the parent's timeout catches a hang.
+that failed.  Exits 3 if the loop cannot be imported or cannot run a coroutine
+here at all (the test skips: the report calls it unavailable too).  Waits are unbounded: the parent's timeout catches a hang.
 """
 
 from __future__ import annotations
@@ -177,7 +177,11 @@ async def main(caps: childwatch.Capabilities) -> None:
 
 
 def run(family: str) -> int:
-    new_loop = asyncio.new_event_loop if family == "asyncio" else _factory(__import__(family))
+    try:
+        new_loop = asyncio.new_event_loop if family == "asyncio" else _factory(__import__(family))
+    except ImportError as exc:  # installed, but broken here (rloop 0.2.1's wheel on PyPy 3.9)
+        print(f"unusable: cannot import {family} here: {exc}")
+        return 3
     loop = new_loop()
     asyncio.set_event_loop(loop)
     loop.set_exception_handler(
