@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import childwatch
-from childwatch._status import peek
+from childwatch._syscalls import peek
 from conftest import (
     SIGCHLD_WATCHERS,
     breathe,
@@ -1245,7 +1245,7 @@ REUSE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, logging, os, subprocess, sys, threading, time
     import childwatch
-    from childwatch._status import peek  # waitid(WNOWAIT), also where os lacks it (PyPy)
+    from childwatch._syscalls import peek  # waitid(WNOWAIT), also where os lacks it (PyPy)
 
     sys.path.insert(0, TESTS_DIR)
     from spawning import sh as spawn
@@ -1481,7 +1481,7 @@ def test_ctypes_waitid_and_pidfd_open_agree_with_os() -> None:
             theirs.si_code,
             theirs.si_status,
         )
-        assert childwatch._status._returncode(ours) == code
+        assert childwatch._syscalls.returncode_of(ours) == code
         assert reap(pid, kill=False) == code  # WNOWAIT left it a zombie
     with pytest.raises(ChildProcessError):
         sc.c_waitid(sc.P_PID, running, flags)  # reaped: ECHILD, as os.waitid

@@ -25,7 +25,7 @@ import asyncio.unix_events
 from typing import Optional
 
 from . import _api
-from ._contract import AbstractChildWatcher
+from ._contract import AbstractChildWatcher, running_loop
 from ._mechanisms import pidfd_works
 from .watchers import (
     FastChildWatcher,
@@ -34,7 +34,6 @@ from .watchers import (
     SafeChildWatcher,
     ThreadedChildWatcher,
 )
-from .watchers._base import running_loop
 
 NAMES = {
     "AbstractChildWatcher": AbstractChildWatcher,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._sigchld import LoopSigchldWatcher
+from ._sigchld import HIDDEN, LoopSigchldWatcher
 
 
 class SafeChildWatcher(LoopSigchldWatcher):
@@ -16,5 +16,5 @@ class SafeChildWatcher(LoopSigchldWatcher):
     """
 
     def _scan(self) -> None:
-        if self._deliver_visible_exits():
+        if self._scan_visible_exits(self._loop) is HIDDEN:
             self._check_all()
