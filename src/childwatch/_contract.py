@@ -62,19 +62,19 @@ def running_loop() -> Optional[asyncio.AbstractEventLoop]:
 
 
 def call_in_loop(
-    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any, here: bool = False
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any, wake: bool = False
 ) -> bool:
     """Have ``callback(*args)`` run in ``loop``'s thread: the one way childwatch does.
 
     From the loop's own thread it is queued with ``call_soon`` (no wake-up
     write needed: the loop runs its queue next), from any other thread with
-    ``call_soon_threadsafe``.  ``here``: the caller is known to run in the
-    loop's thread (saves the lookup).  Returns False, with nothing queued, if
-    the loop is closed: each caller says what happens then (runs it itself,
-    or drops it).
+    ``call_soon_threadsafe``.  ``wake``: always the latter, for a caller that
+    may have interrupted the loop's wait for I/O in its own thread (a signal
+    handler).  Returns False, with nothing queued, if the loop is closed: each
+    caller says what happens then (runs it itself, or drops it).
     """
     try:
-        if here or loop is running_loop():
+        if not wake and loop is running_loop():
             loop.call_soon(callback, *args)
         else:
             loop.call_soon_threadsafe(callback, *args)

@@ -333,10 +333,11 @@ class WatcherBase(AbstractChildWatcher):
 
         For watchers that see exits outside any loop (a waiter thread, a signal
         handler): asyncio 3.14+ loops require their callback in the loop's own
-        thread.  With no such loop, or once it is closed, deliver right here.
+        thread, and the wake-up makes a loop blocked in its selector see it.
+        With no such loop, or once it is closed, deliver right here.
         """
         loop = entry.loop
-        if loop is None or not call_in_loop(loop, self._deliver_in_loop, entry, returncode, reap):
+        if loop is None or not call_in_loop(loop, self._deliver_in_loop, entry, returncode, reap, wake=True):
             self._deliver(entry, returncode, reap)
 
     def _deliver_in_loop(self, entry: Entry, returncode: Optional[int], reap: bool) -> None:

@@ -56,11 +56,12 @@ class _LoopSigchld:
     when it goes (so is one installed after it).
     """
 
-    __slots__ = ("__weakref__", "loop", "previous", "watchers")
+    __slots__ = ("__weakref__", "loop", "previous", "scan_queued", "watchers")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)
         self.watchers: List[LoopSigchldWatcher] = []
+        self.scan_queued = False
         previous = signal.getsignal(signal.SIGCHLD)
         loop.add_signal_handler(signal.SIGCHLD, self._dispatch)
         self.previous: Optional[Callable[[int, Optional[FrameType]], Any]] = (
@@ -68,11 +69,19 @@ class _LoopSigchld:
         )
 
     def _dispatch(self) -> None:
-        # In the loop's thread, once per signal byte.
-        for watcher in list(self.watchers):
-            watcher._on_sigchld()
+        # In the loop's thread, once per signal byte.  The bytes of one wake-up
+        # are handled in a row, and one scan queued after them serves them all.
+        loop = self.loop()
+        if not self.scan_queued and loop is not None:
+            self.scan_queued = True
+            loop.call_soon(self._scan)
         if self.previous is not None:
             self.previous(signal.SIGCHLD, None)  # the Python handler ours replaced
+
+    def _scan(self) -> None:
+        self.scan_queued = False  # first: a signal from now on queues a scan of its own
+        for watcher in list(self.watchers):
+            watcher._on_sigchld()
 
     def remove(self, loop: asyncio.AbstractEventLoop) -> None:
         """Take the handler off the loop (which resets SIGCHLD to SIG_DFL): put back
@@ -105,10 +114,38 @@ class SigchldWatcher(WatcherBase):
         super().__init__()
         # The pending check for children reaped behind our back: (its loop, its timer).
         self._theft_timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = None
+        # Children found exited at registration, to deliver from the loop: (the loop, its batch).
+        self._exited_early: Optional[Tuple[asyncio.AbstractEventLoop, List[Tuple[Entry, int, bool]]]] = None
 
     def _after_fork_in_child(self) -> None:
         self._theft_timer = None
+        self._exited_early = None
         super()._after_fork_in_child()
+
+    def _deliver_early(
+        self, loop: asyncio.AbstractEventLoop, entry: Entry, returncode: int, reap: bool
+    ) -> None:
+        """``entry``, just registered from (or for) the open ``loop``, had exited
+        already: its SIGCHLD came before it was ours.  Deliver it from the loop,
+        with the others found so before the loop gets to them (one callback for
+        them all), with the status read at registration (lock held)."""
+        batch = self._exited_early
+        if batch is None or batch[0] is not loop:
+            batch = (loop, [])
+            call_in_loop(loop, self._deliver_exited_early, batch[1])
+            self._exited_early = batch
+        batch[1].append((entry, returncode, reap))
+
+    def _deliver_exited_early(self, batch: List[Tuple[Entry, int, bool]]) -> None:
+        """In the loop: deliver a batch of :meth:`_deliver_early` (those removed or
+        re-registered since, claimed no more, are not)."""
+        with self._lock:
+            if self._exited_early is not None and self._exited_early[1] is batch:
+                self._exited_early = None  # closed: a registration now starts a new batch
+        for entry, returncode, reap in batch:
+            claimed = self._claim(entry.pid, entry)
+            if claimed is not None:
+                self._deliver(claimed, returncode, reap)
 
     def _scan_visible_exits(self, here: Optional[asyncio.AbstractEventLoop]) -> str:
         """Deliver our exited children, as ``waitid(P_ALL, WNOWAIT)`` shows them one by one.
@@ -202,12 +239,6 @@ class LoopSigchldWatcher(SigchldWatcher):
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        # Children found exited at registration, to deliver from the loop: (the loop, its batch).
-        self._exited_early: Optional[Tuple[asyncio.AbstractEventLoop, List[Tuple[Entry, int, bool]]]] = None
-
-    def _after_fork_in_child(self) -> None:
-        self._exited_early = None
-        super()._after_fork_in_child()
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """Listen for SIGCHLD on ``loop`` (None: on no loop).  Attaching a closed
@@ -273,31 +304,13 @@ class LoopSigchldWatcher(SigchldWatcher):
         returncode, reap = self._status_at_registration(entry.pid)
         self._admit(entry)
         if returncode is not None:
-            # Its SIGCHLD came before it was ours: deliver it from the loop, with the
-            # others found so before the loop gets to them (one callback for them all).
-            batch = self._exited_early
-            if batch is None or batch[0] is not loop:
-                batch = (loop, [])
-                call_in_loop(loop, self._deliver_exited_early, batch[1])
-                self._exited_early = batch
-            batch[1].append((entry, returncode, reap))
+            self._deliver_early(loop, entry, returncode, reap)
 
     def _status_at_registration(self, pid: int) -> Tuple[Optional[int], bool]:
         """``(returncode, reap)`` of child ``pid`` being registered (lock held):
         the returncode None while it runs; ``reap`` False if the watcher reaped
         it already (Fast).  Raises ChildProcessError if ``pid`` is not our child."""
         return child_status(pid), True
-
-    def _deliver_exited_early(self, batch: List[Tuple[Entry, int, bool]]) -> None:
-        """In the loop: deliver the children found exited at registration, with the
-        status read then (those removed or re-registered since, claimed no more, are not)."""
-        with self._lock:
-            if self._exited_early is not None and self._exited_early[1] is batch:
-                self._exited_early = None  # closed: a registration now starts a new batch
-        for entry, returncode, reap in batch:
-            claimed = self._claim(entry.pid, entry)
-            if claimed is not None:
-                self._deliver(claimed, returncode, reap)
 
     def _on_sigchld(self) -> None:
         # Called by the loop's shared handler: a scan that finds nothing costs one waitid().

@@ -49,7 +49,9 @@ class FastChildWatcher(LoopSigchldWatcher):
                 self._early.pop(pid, None)  # delivered now: remembered no more
             return claimed
 
-    def _deliver_if_exited(self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None) -> bool:
+    def _deliver_if_exited(
+        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None
+    ) -> bool:
         # A remembered status is this pid's: Fast reaped the child already.
         with self._lock:
             returncode = self._early.get(pid)

@@ -8,9 +8,9 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
-from .._contract import call_in_loop, check_loop, running_loop
+from .._contract import check_loop, running_loop
 from .._syscalls import child_status
 from ..loops import refuse_sigchld
 from ._base import REGISTERED, Entry
@@ -255,12 +255,14 @@ class MultiLoopChildWatcher(SigchldWatcher):
         returncode = child_status(entry.pid)
         if loop is not None and threading.current_thread() is threading.main_thread():
             _wakeup.arm(loop)  # may raise (no fd left): nothing is registered then
-        if returncode is not None:
-            self._exited_at_probe[entry.pid] = returncode
         self._admit(entry)
         _busy.add(self)
         if loop is None:
             self._loopless[entry.pid] = entry
+            if returncode is not None:
+                self._exited_at_probe[entry.pid] = returncode  # delivered once registered
+        elif returncode is not None:
+            self._deliver_early(loop, entry, returncode, True)
 
     def _check_loopless(self) -> None:
         """Check the children registered outside any loop: no loop rescans for them."""
@@ -276,24 +278,19 @@ class MultiLoopChildWatcher(SigchldWatcher):
         signals = self._signals
         super().add_child_handler(pid, callback, *args)
         # A child that exited before it was registered raised no SIGCHLD we will see:
-        # deliver the status read at registration.  One handled while it was being
-        # registered may have met its exit before it was in the table: check it then.
-        # Otherwise it exits later, and that SIGCHLD's scan finds it.
+        # it is delivered with the status read at registration, from its loop
+        # (:meth:`_deliver_early`), or without one right here, now.  One handled
+        # while it was being registered may have met its exit before it was in the
+        # table: check it then.  Otherwise it exits later, and that SIGCHLD's scan finds it.
         returncode = self._exited_at_probe.pop(pid, None)
         if returncode is not None:
-            entry = self._claim(pid)
-            if entry is not None:
-                self._deliver_soon(entry, returncode)
+            self._deliver_exit(pid, None, returncode)
         elif self._signals != signals:
             self._deliver_if_exited(pid)
 
-    def _deliver_soon(self, entry: Entry, returncode: int) -> None:
-        """Deliver the claimed ``entry`` after the registration returns: in its
-        loop, queued from this very thread (no wake-up needed), or right here
-        if it has none (or it closed)."""
-        loop = entry.loop
-        if loop is None or not call_in_loop(loop, self._deliver_in_loop, entry, returncode, True):
-            self._deliver(entry, returncode)
+    def _deliver_exited_early(self, batch: List[Tuple[Entry, int, bool]]) -> None:
+        super()._deliver_exited_early(batch)
+        self._after_loop_delivery()
 
     def _on_sigchld(self) -> None:
         """Called by the shared handler, in the main thread between bytecodes."""
