@@ -200,7 +200,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300, help="seconds per worker (default 300)")
     parser.add_argument("--instructions", action="store_true", help="count instructions (callgrind), once")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated paths (default exited,live)")
+    parser.add_argument(
+        "--paths", default=",".join(PATHS), help="comma-separated paths (default exited,live)"
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.n, args.paths.split(","))
@@ -218,7 +220,11 @@ def main() -> None:
             for cell in cells
             for path in args.paths.split(",")
         }
-        floor = _instructions("raw:floor", args.n, "exited", args.timeout, env) if "exited" in args.paths else None
+        floor = (
+            _instructions("raw:floor", args.n, "exited", args.timeout, env)
+            if "exited" in args.paths
+            else None
+        )
         title = f"Python {sys.version.split()[0]}: instructions per child (callgrind, n={args.n})"
         _table(title, kinds, families, lambda cell, path: counts.get((cell, path)), 0)
         print(f"{'raw:floor':<20} {'-' if floor is None else f'{floor:.0f}':>10}")

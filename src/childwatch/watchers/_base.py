@@ -50,6 +50,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback, call_in_loop, is_event_loop, running_loop
 from .._errors import logger
+from .._gevent import refuse_under_gevent
 from .._syscalls import PID_MAX, check_pid, not_a_child, read_exit, reaped_elsewhere
 from .._syscalls import reap as reap_child  # (the methods' ``reap`` is a flag)
 from ..loops import popen_of, reap_waits_for
@@ -185,7 +186,8 @@ class WatcherBase(AbstractChildWatcher):
         Raises TypeError for a non-int pid or a non-callable callback,
         ValueError for a pid out of range, and :class:`ChildProcessError`
         when ``pid`` is not a child of this process (or its status was
-        already collected).  Registering a pid that is already registered
+        already collected), :class:`UnsupportedLoopError` under gevent's
+        monkey-patching (:mod:`childwatch._gevent`).  Registering a pid that is already registered
         replaces its callback and arguments -- unless the registered child is
         provably another process (:func:`another_process`: pids are reused at
         once on a busy machine): then the old entry is delivered first, with
@@ -197,6 +199,7 @@ class WatcherBase(AbstractChildWatcher):
             check_pid(pid)  # raises the precise error
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        refuse_under_gevent(type(self).__name__)
         gone = None
         try:
             with self._lock:

@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any, Callable, List, Optional, Tuple
 
 from .._contract import call_in_loop, check_loop, is_event_loop, running_loop
+from .._gevent import refuse_under_gevent
 from .._syscalls import child_status, peek_any
 from .._syscalls import reap as reap_child
 from ..loops import refuse_sigchld
@@ -246,6 +247,7 @@ class LoopSigchldWatcher(SigchldWatcher):
         loop = check_loop(loop)
         with self._lock:
             if loop is not None:
+                refuse_under_gevent(type(self).__name__)
                 refuse_sigchld(type(self).__name__, loop, through_loop=True)
                 if threading.current_thread() is not threading.main_thread():
                     raise RuntimeError(

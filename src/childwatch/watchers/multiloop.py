@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from .._contract import check_loop, running_loop
+from .._gevent import refuse_under_gevent
 from .._syscalls import child_status
 from ..loops import refuse_sigchld
 from ._base import REGISTERED, Entry
@@ -199,6 +200,7 @@ class MultiLoopChildWatcher(SigchldWatcher):
         loop = check_loop(loop)
         with self._lock:
             if loop is not None:
+                refuse_under_gevent(type(self).__name__)
                 refuse_sigchld(type(self).__name__, loop)
                 self._install()
                 self._closed = False
