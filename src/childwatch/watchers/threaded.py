@@ -212,7 +212,7 @@ class ThreadedChildWatcher(WatcherBase):
         self._reaped.set()
 
     def _after_loop_delivery(self) -> None:
-        self._reaped.set()  # a deferred reap (see WatcherBase._reap_after_transport)
+        self._reaped.set()  # a queued reap (see WatcherBase._queue_reap)
 
     def _reporting(self, entry: Entry, deliver: Callable[..., object], *args: Any) -> None:
         """``deliver(*args)`` in a thread of ours: even SystemExit from a callback is reported, not fatal."""
