@@ -213,6 +213,8 @@ def main() -> None:
     env = dict(os.environ)
     alt_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [args.compare, env.get("PYTHONPATH")])))
     if args.instructions:
+        for prime in (env, alt_env):  # compile what the workers import once, outside the counts
+            subprocess.run([sys.executable, "-c", "import childwatch"], env=prime, check=True)
         counts = {
             (cell, path): _instructions(
                 cell, args.n, path, args.timeout, alt_env if cell.startswith("alt:") else env

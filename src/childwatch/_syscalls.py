@@ -184,8 +184,11 @@ def check_pid(pid: object) -> int:
     return pid
 
 
-def returncode_of(result: WaitidLike) -> int:
-    """The returncode a waitid result tells: the exit code, or ``-N`` for signal N."""
+def returncode_of(result: Optional[WaitidLike]) -> Optional[int]:
+    """The returncode a ``waitid(WEXITED)`` result tells: the exit code, ``-N``
+    for a child killed by signal N, or None if no child had exited."""
+    if result is None or result.si_pid == 0:
+        return None
     if result.si_code == CLD_EXITED:
         return result.si_status
     # CLD_KILLED or CLD_DUMPED: the child died of signal si_status.
@@ -198,19 +201,13 @@ def peek(pid: int) -> Optional[int]:
     The child is not reaped.  Raises :class:`ChildProcessError` if ``pid`` is
     not a child of this process or its status was already collected.
     """
-    result = waitid(P_PID, pid, _PEEK)
-    if result is None or result.si_pid == 0:
-        return None
-    return returncode_of(result)
+    return returncode_of(waitid(P_PID, pid, _PEEK))
 
 
 def peek_pidfd(pidfd: int) -> Optional[int]:
     """Like :func:`peek`, for the process a pidfd names (never a later process
     that reused its pid): ChildProcessError once someone else reaped it."""
-    result = waitid(P_PIDFD, pidfd, _PEEK)
-    if result is None or result.si_pid == 0:
-        return None
-    return returncode_of(result)
+    return returncode_of(waitid(P_PIDFD, pidfd, _PEEK))
 
 
 def peek_any(block: bool = False) -> Optional[Tuple[int, int]]:
@@ -224,9 +221,8 @@ def peek_any(block: bool = False) -> Optional[Tuple[int, int]]:
         result = waitid(P_ALL, 0, WEXITED | WNOWAIT if block else _PEEK)
     except ChildProcessError:
         return None
-    if result is None or result.si_pid == 0:
-        return None
-    return result.si_pid, returncode_of(result)
+    returncode = returncode_of(result)
+    return None if result is None or returncode is None else (result.si_pid, returncode)
 
 
 def read_exit(pid: int, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
@@ -244,7 +240,7 @@ def child_status(pid: int) -> Optional[int]:
     None while it runs; :func:`not_a_child` raised if it is not a child of
     this process, or its status was already collected."""
     try:
-        return peek(pid)
+        return returncode_of(waitid(P_PID, pid, _PEEK))
     except ChildProcessError:
         raise not_a_child(pid) from None
 

@@ -131,7 +131,7 @@ def another_process(old: Entry, args: Tuple[Any, ...]) -> bool:
 def _bound_to_a_closed_loop(callback: ChildCallback) -> bool:
     """True if ``callback`` is a method of an event loop that is closed."""
     loop = getattr(callback, "__self__", None)
-    return loop is not None and is_event_loop(loop) and bool(loop.is_closed())
+    return is_event_loop(loop) and bool(loop.is_closed())  # type: ignore[union-attr]
 
 
 _live_watchers: weakref.WeakSet[WatcherBase] = weakref.WeakSet()
@@ -375,7 +375,9 @@ class WatcherBase(AbstractChildWatcher):
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
         try:
-            if _bound_to_a_closed_loop(entry.callback):
+            if getattr(entry.callback, "__self__", None) is not None and _bound_to_a_closed_loop(
+                entry.callback
+            ):
                 # It could only raise "Event loop is closed" (asyncio's own
                 # _child_watcher_callback, a test's loop gone): say so, as asyncio does.
                 logger.warning(
