@@ -191,6 +191,41 @@ def _table(
             print(row)
 
 
+def _count_all(
+    args: argparse.Namespace,
+    kinds: List[str],
+    families: List[str],
+    env: Dict[str, str],
+    alt_env: Dict[str, str],
+) -> None:
+    """The ``--instructions`` run: every cell and path once under callgrind, and the floor."""
+    for prime in (env, alt_env):  # compile what the workers import once, outside the counts
+        subprocess.run([sys.executable, "-c", "import childwatch"], env=prime, check=True)
+    paths = args.paths.split(",")
+    counts = {
+        (f"{family}:{kind}", path): _instructions(
+            f"{family}:{kind}", args.n, path, args.timeout, alt_env if family == "alt" else env
+        )
+        for family in families
+        for kind in kinds
+        for path in paths
+    }
+    title = f"Python {sys.version.split()[0]}: instructions per child (callgrind, n={args.n})"
+    _table(title, kinds, families, lambda cell, path: counts.get((cell, path)), 0)
+    if "exited" not in paths:
+        return
+    floor = _instructions("raw:floor", args.n, "exited", args.timeout, env)
+    print(f"{'raw:floor':<20} {'-' if floor is None else f'{floor:.0f}':>10}")
+    if floor is None:
+        return
+
+    def net(cell: str, path: str) -> Optional[float]:
+        count = counts.get((cell, "exited")) if path == "exited" else None
+        return None if count is None else count - floor
+
+    _table("net of the floor (exited path):", kinds, families, net, 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=2000, help="children per cell and path (default 2000)")
@@ -213,34 +248,7 @@ def main() -> None:
     env = dict(os.environ)
     alt_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [args.compare, env.get("PYTHONPATH")])))
     if args.instructions:
-        for prime in (env, alt_env):  # compile what the workers import once, outside the counts
-            subprocess.run([sys.executable, "-c", "import childwatch"], env=prime, check=True)
-        counts = {
-            (cell, path): _instructions(
-                cell, args.n, path, args.timeout, alt_env if cell.startswith("alt:") else env
-            )
-            for cell in cells
-            for path in args.paths.split(",")
-        }
-        floor = (
-            _instructions("raw:floor", args.n, "exited", args.timeout, env)
-            if "exited" in args.paths
-            else None
-        )
-        title = f"Python {sys.version.split()[0]}: instructions per child (callgrind, n={args.n})"
-        _table(title, kinds, families, lambda cell, path: counts.get((cell, path)), 0)
-        print(f"{'raw:floor':<20} {'-' if floor is None else f'{floor:.0f}':>10}")
-        if floor is not None:
-            net = {
-                key: None if count is None else count - floor
-                for key, count in counts.items()
-                if key[1] == "exited"
-            }
-            print("net of the floor, exited path:")
-            for kind in kinds:
-                ours, theirs = net.get((f"cw:{kind}", "exited")), net.get((f"asyncio:{kind}", "exited"))
-                ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else ""
-                print(f"{'cw:' + kind:<20} {'-' if ours is None else f'{ours:.0f}':>10} {ratio:>9}")
+        _count_all(args, kinds, families, env, alt_env)
         return
     results: Dict[str, List[Dict[str, float]]] = {cell: [] for cell in cells}
     for _ in range(args.repeats):

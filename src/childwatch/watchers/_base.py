@@ -306,24 +306,21 @@ class WatcherBase(AbstractChildWatcher):
         With ``entry`` given, claim only that very entry.
         """
         with self._lock:
-            current = self._table.get(pid)
-            if (
-                current is None
-                or current.state is not REGISTERED
-                or (entry is not None and current is not entry)
-            ):
-                return None
             # A signal handler in this very thread (the RLock lets it in) may run
-            # between any two lines: the pop is the one step that cannot be taken
-            # twice, and the handler sees no entry meanwhile (an exit it cannot
-            # deliver: it checks every pid, and this delivery rescans).
-            if self._table.pop(pid, None) is not current:
+            # between any two lines: the entry is out of the table until the claim
+            # is decided (the pop is the one step that cannot be taken twice).  The
+            # handler sees no entry meanwhile: an exit it cannot deliver, so it
+            # checks every pid, and this delivery rescans.
+            current = self._table.pop(pid, None)
+            if current is None:
                 return None
-            current.state = DELIVERING
-            current.hop = current.loop
-            self._registered -= 1
+            claimed = current.state is REGISTERED and (entry is None or current is entry)
+            if claimed:
+                current.state = DELIVERING
+                current.hop = current.loop
+                self._registered -= 1
             self._table[pid] = current
-            return current
+            return current if claimed else None
 
     def _dispatch(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
         """Deliver a claimed entry, in the thread that saw the exit (a subclass

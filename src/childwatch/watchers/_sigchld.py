@@ -139,11 +139,15 @@ class SigchldWatcher(WatcherBase):
 
     def _deliver_exited_early(self, batch: List[Tuple[Entry, int, bool]]) -> None:
         """In the loop: deliver a batch of :meth:`_deliver_early` (those removed or
-        re-registered since, claimed no more, are not)."""
+        re-registered since, claimed no more, are not).  A batch is delivered
+        once: by its own callback, or first by a scan that comes before it
+        (:meth:`LoopSigchldWatcher._on_sigchld`), which empties it."""
         with self._lock:
             if self._exited_early is not None and self._exited_early[1] is batch:
                 self._exited_early = None  # closed: a registration now starts a new batch
-        for entry, returncode, reap in batch:
+            items = batch[:]
+            batch.clear()
+        for entry, returncode, reap in items:
             claimed = self._claim(entry.pid, entry)
             if claimed is not None:
                 self._deliver(claimed, returncode, reap)
@@ -266,7 +270,7 @@ class LoopSigchldWatcher(SigchldWatcher):
             self._closed = False
             if self._registered:
                 # Children may have exited while no loop listened.
-                loop.call_soon_threadsafe(self._check_all)
+                call_in_loop(loop, self._check_all)
 
     def is_active(self) -> bool:
         """True if attached to a running loop, or if the first registration will
@@ -318,6 +322,10 @@ class LoopSigchldWatcher(SigchldWatcher):
         # Called by the loop's shared handler: a scan that finds nothing costs one waitid().
         if self._closed:
             return
+        early = self._exited_early
+        if early is not None and early[0] is self._loop:
+            # Delivered first, with the statuses already read: the scan need not find them.
+            self._deliver_exited_early(early[1])
         self._scan()
         if self._registered and self._loop is not None:
             self._schedule_theft_check(self._loop)

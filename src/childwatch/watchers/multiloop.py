@@ -302,7 +302,7 @@ class MultiLoopChildWatcher(SigchldWatcher):
     def _on_sigchld(self) -> None:
         """Called by the shared handler, in the main thread between bytecodes."""
         self._signals += 1
-        if not self._closed:
+        if not self._closed and self._table:  # with nothing in the table there is nothing to deliver
             self._theft_due = True
             self._guarded_scan(None)
 

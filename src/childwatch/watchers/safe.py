@@ -16,5 +16,6 @@ class SafeChildWatcher(LoopSigchldWatcher):
     """
 
     def _scan(self) -> None:
-        if self._scan_visible_exits(self._loop) is HIDDEN:
+        # With nothing in the table there is nothing to deliver (Fast scans still: it reaps).
+        if self._table and self._scan_visible_exits(self._loop) is HIDDEN:
             self._check_all()
