@@ -182,9 +182,8 @@ class SigchldWatcher(WatcherBase):
             return self._foreign_exit(pid, returncode)
         hop = entry.hop
         if hop is None or not hop.is_closed() or entry.state is not REAP_QUEUED:
-            return (
-                BUSY  # (one handed to a loop that closed before delivering it stays, to be registered again)
-            )
+            # (One handed to a loop that closed before delivering it stays, to be registered again.)
+            return BUSY
         del self._table[pid]
         reap_child(pid)
         return None
@@ -206,9 +205,8 @@ class SigchldWatcher(WatcherBase):
         with self._lock:
             entries = self._registered_entries()
         for entry in entries:
-            self._deliver_if_exited(
-                entry.pid, entry
-            )  # only that very entry: one re-registered since checked itself
+            # Only that very entry: one registered since checked itself.
+            self._deliver_if_exited(entry.pid, entry)
 
     def _schedule_theft_check(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check every registered pid on ``loop`` within :func:`~._base.theft_check_delay`,
