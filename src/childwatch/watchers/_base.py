@@ -160,7 +160,10 @@ class WatcherBase(AbstractChildWatcher):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._table: Dict[int, Entry] = {}  # every entry, registered or not yet reaped
-        self._registered = 0  # how many entries of the table are REGISTERED
+        # One item per REGISTERED entry of the table: append() and pop() are single
+        # steps that MultiLoop's signal handler, running in this very thread between
+        # two bytecodes, cannot split (it could split ``+= 1``, losing a count).
+        self._registered: List[None] = []
         self._closed = False  # close() was called and nothing reopened the watcher since
         self._epoch = 0  # bumped by every close(): entries of an older epoch are dropped
         _live_watchers.add(self)
@@ -172,10 +175,10 @@ class WatcherBase(AbstractChildWatcher):
         """
         self._lock = threading.RLock()  # another thread may have held it at fork
         self._table.clear()
-        self._registered = 0
+        self._registered.clear()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{self._registered} children"
+        state = "closed" if self._closed else f"{len(self._registered)} children"
         return f"<{type(self).__name__} {state}>"
 
     # -- the contract ---------------------------------------------------
@@ -286,13 +289,13 @@ class WatcherBase(AbstractChildWatcher):
     def _admit(self, entry: Entry) -> None:
         """Put the new ``entry`` in the table, registered (lock held): it replaces
         whatever entry of its pid was not yet reaped."""
+        self._registered.append(None)  # first: a handler may claim it once it is in the table
         self._table[entry.pid] = entry
-        self._registered += 1
 
     def _drop(self, entry: Entry) -> None:
         """Take the registered ``entry`` out of the table and :meth:`_unwatch` it (lock held)."""
         del self._table[entry.pid]
-        self._registered -= 1
+        self._registered.pop()
         self._unwatch(entry)
 
     def _registered_entries(self) -> List[Entry]:
@@ -318,7 +321,7 @@ class WatcherBase(AbstractChildWatcher):
             if claimed:
                 current.state = DELIVERING
                 current.hop = current.loop
-                self._registered -= 1
+                self._registered.pop()
             self._table[pid] = current
             return current if claimed else None
 

@@ -213,7 +213,7 @@ class SigchldWatcher(WatcherBase):
         unless such a check is pending already."""
         timer = self._theft_timer
         if timer is None or timer[0].is_closed():
-            delay = theft_check_delay(self._registered)
+            delay = theft_check_delay(len(self._registered))
             self._theft_timer = (loop, loop.call_later(delay, self._theft_check_now))
 
     def _cancel_theft_check(self) -> None:

@@ -107,12 +107,9 @@ class _MainThreadWakeup:
     def __init__(self) -> None:
         self._pipe: Optional[Tuple[int, int]] = None
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-        self._last: Callable[[], Optional[asyncio.AbstractEventLoop]] = lambda: None  # the loop armed last
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make ``loop``, running in the main thread, wake up for SIGCHLD."""
-        if self._pipe is not None and self._last() is loop:
-            return  # (a registration after another from the same loop)
         if self._pipe is None:
             r, w = os.pipe()
             os.set_blocking(r, False)
@@ -127,7 +124,6 @@ class _MainThreadWakeup:
         if loop not in self._loops:
             loop.add_reader(self._pipe[0], self._drain)
             self._loops.add(loop)
-        self._last = weakref.ref(loop)
 
     def _drain(self) -> None:
         if self._pipe is None:
@@ -152,7 +148,6 @@ class _MainThreadWakeup:
             if not loop.is_closed():
                 loop.remove_reader(r)
         self._loops.clear()
-        self._last = lambda: None
         os.close(r)
         os.close(w)
 
