@@ -17,7 +17,7 @@ THIRD_PARTY = ("rloop", "veloxloop", "uringcore", "zuvloop", "talyn", "loopmini"
 """Loops from PyPI that ``python -m childwatch`` reports on when they are installed."""
 
 
-def _factory(module: Any) -> Callable[[], Any]:
+def factory_of(module: Any) -> Callable[[], Any]:
     """The module's ``new_event_loop``, else its policy's; qasync's loop runs in
     a ``QApplication`` (headless with ``QT_QPA_PLATFORM=offscreen``)."""
     if module.__name__ == "qasync":
@@ -70,7 +70,7 @@ def _record(family: str, probe: bool) -> str:
 
         result: str = trio.run(in_trio)
         return result
-    new_loop = _factory(__import__(family))
+    new_loop = factory_of(__import__(family))
     loop = new_loop()
     try:
         check_runs_a_coroutine(loop)
