@@ -77,6 +77,7 @@ if UNAVAILABLE is None:
         pytest_configure,
         pytest_generate_tests,
         pytest_runtest_protocol,
+        pytest_runtest_setup,
         pytest_sessionfinish,
     )
 else:

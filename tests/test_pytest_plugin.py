@@ -7,7 +7,9 @@ must not be imported into this process.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -20,7 +22,7 @@ import pytest
 
 import childwatch
 from childwatch._probe_loop import THIRD_PARTY
-from childwatch.pytest_plugin import KNOWN_LOOP_IMPLS, unavailable_reason
+from childwatch.pytest_plugin import KNOWN_LOOP_IMPLS
 
 RUN_TIMEOUT = 600.0
 DEFAULT = ("asyncio", "uvloop", "trio-asyncio")
@@ -69,6 +71,27 @@ def all_impls() -> List[str]:
     return [name for name in MODULES if installed(MODULES[name])]
 
 
+@functools.cache
+def _reasons() -> Dict[str, Optional[str]]:
+    # Asked in a fresh process: making the PyPI loops here would leave their process-wide
+    # fds and threads (or, for the isolated ones, their patches) in this one.
+    code = (
+        "import json\n"
+        "from childwatch.pytest_plugin import KNOWN_LOOP_IMPLS, unavailable_reason\n"
+        "print(json.dumps({name: unavailable_reason(name) for name in KNOWN_LOOP_IMPLS}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=600, check=True
+    )
+    reasons: Dict[str, Optional[str]] = json.loads(out.stdout.splitlines()[-1])
+    return reasons
+
+
+def unavailable_reason(name: str) -> Optional[str]:
+    """The plugin's :func:`childwatch.pytest_plugin.unavailable_reason`, asked in a fresh process."""
+    return _reasons()[name]
+
+
 def available(name: str) -> bool:
     return unavailable_reason(name) is None
 
@@ -82,13 +105,15 @@ needs_xdist = pytest.mark.skipif(not installed("xdist"), reason="pytest-xdist is
 INI = """
 [pytest]
 addopts = -p no:randomly -p no:cacheprovider --strict-markers -v -rA
-filterwarnings = error
+filterwarnings = error{warnings}
 timeout = 300
 """
 
 
-def write_ini(pytester: pytest.Pytester, extra: str = "") -> None:
-    ini = INI + ("asyncio_default_fixture_loop_scope = function\n" if HAVE_PYTEST_ASYNCIO else "")
+def write_ini(pytester: pytest.Pytester, extra: str = "", warnings: str = "") -> None:
+    """The suite's pytest.ini; ``warnings``: further ``filterwarnings`` lines."""
+    ini = INI.format(warnings=warnings)
+    ini += "asyncio_default_fixture_loop_scope = function\n" if HAVE_PYTEST_ASYNCIO else ""
     pytester.makefile(".ini", pytest=ini + extra)
 
 
@@ -366,6 +391,7 @@ def test_all_runs_every_installed_loop(suite: pytest.Pytester, monkeypatch: pyte
     """``--loop-impls=all``: each known loop installed here, those that patch asyncio or the
     process in their isolated worker (asyncio-gevent's under gevent's ``patch_all()``), the
     others in this process; a loop installed that cannot run here is skipped with the reason."""
+    write_ini(suite, warnings="\n    ignore::ResourceWarning")  # rloop 0.5 leaves its self-pipe to the GC
     suite.makeconftest(ORDER_CONFTEST)
     suite.makepyfile(test_every_loop=EVERY_LOOP.format(isolated=ISOLATED))
     monkeypatch.delenv("SUITE_ROOT_PID", raising=False)

@@ -174,6 +174,13 @@ def _python() -> str:
 
 
 def _ask_here(loop: LoopImpl) -> Optional[str]:
+    with warnings.catch_warnings():
+        # Not a test's: rloop 0.5 drops its self-pipe sockets unclosed after each run.
+        warnings.simplefilter("ignore", ResourceWarning)
+        return _try(loop)
+
+
+def _try(loop: LoopImpl) -> Optional[str]:
     if not loop.custom and not loop.installed():
         return f"{loop.name} is not installed"
     try:

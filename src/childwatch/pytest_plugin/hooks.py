@@ -10,23 +10,23 @@ other test as it is.
 * ``pytest_generate_tests`` parametrises the plugin's ``loop_impl`` and
   ``anyio_backend`` fixtures per loop (:mod:`.selection`, :mod:`.integrations`).
 * ``pytest_collection_modifyitems`` skips, before setup, the tests whose loop cannot
-  run here, and applies ``childwatch_requires`` (:mod:`.requirements`) to those that
-  run in this process (an isolated test's worker applies it there).
+  run here, and checks their ``childwatch_requires`` markers (:mod:`.requirements`).
 * ``pytest_runtest_protocol`` runs a test in its isolated worker where it needs one
   (:mod:`.isolation`); ``pytest_sessionfinish`` stops the workers.
+* ``pytest_runtest_setup`` applies ``childwatch_requires`` to a test about to run in
+  this process (a worker's tests: in the worker).
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import List, Optional
+from typing import Generator, List, Optional
 
 import pytest
 
 from . import catalog, requirements, state, worker
 from .fixtures import ours
 from .integrations import anyio_backends, skip_marks
-from .isolation import worker_for
 from .selection import item_impl
 
 
@@ -69,22 +69,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: List[pytest.Item]
 ) -> None:
-    plugin = state.of(config)
-    loops = plugin.selection.loops
-    trio = importlib.util.find_spec("trio") is not None
+    loops = state.of(config).selection.loops
     for item in items:
-        impl = item_impl(item) or "asyncio"  # "trio": anyio's trio backend
-        loop = loops.get(impl)
+        loop = loops.get(item_impl(item) or "asyncio")
         reason = None if loop is None else catalog.unavailable_reason(loop)
         if reason is not None:
             # Skipped before setup: a factory that skips from inside pytest-asyncio's
             # runner fixture leaves that fixture's cache broken for the next items.
             item.add_marker(pytest.mark.skip(reason=reason))
-            continue
-        if not plugin.in_worker and worker_for(item, loops) is not None:
-            continue  # its worker decides
-        if loop is not None or (impl == "trio" and trio):
-            requirements.apply(item, impl, loop)
+        requirements.check(item)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -94,6 +87,19 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     if plugin.in_worker or not plugin.isolation.run(item, nextitem, plugin.selection.loops):
         return None
     return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Apply ``childwatch_requires`` before pytest reads the skip and xfail marks (a failure
+    to learn the loop's capabilities is the test's setup error)."""
+    impl = item_impl(item) or "asyncio"  # "trio": anyio's trio backend
+    loop = state.of(item.config).selection.loops.get(impl)
+    if item.get_closest_marker("skip") is None and (
+        importlib.util.find_spec("trio") is not None if impl == "trio" else loop is not None
+    ):
+        requirements.apply(item, impl, loop)
+    return (yield)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
