@@ -56,13 +56,12 @@ PYPI_LOOPS = {
     "loopmini": "loopmini",
     "rsloop": "rsloop",
     "qasync": "qasync PySide6-Essentials",  # a Qt binding to run on, headless (QT_QPA_PLATFORM=offscreen)
+    "asyncio_gevent": "asyncio-gevent",  # checked after gevent.monkey.patch_all(), as it runs
 }
 """The asyncio loops from PyPI that each venv gets wherever a wheel of them installs
 (``--only-binary``: nothing is compiled), each alone, so one that does not install
 there hides none of the others; the cross-check (tests/test_every_loop.py) runs on
-each that did.  Left out: gbulb (needs Debian's python3-gi, not a wheel) and
-asyncio-gevent (its claims hold only under ``gevent.monkey.patch_all()``, where
-libev reaps any child: checked by hand, see the README)."""
+each that did.  Left out: gbulb (needs Debian's python3-gi, not a wheel)."""
 LOOPS = ["asyncio", "uvloop", "trio-asyncio", "trio"]
 WATCHERS = ["Safe", "Fast", "MultiLoop", "Threaded", "Pidfd"]
 PARAM = re.compile(r"\[(?P<loop>asyncio|uvloop|trio-asyncio|trio)-(?P<watcher>\w+)ChildWatcher\]")

@@ -18,6 +18,7 @@ import sys
 from typing import Any, Callable, List, Optional
 
 import childwatch
+from childwatch._gevent import reaping_refusal
 from childwatch._probe_loop import check_runs_a_coroutine, exit_now, factory_of
 
 failures: List[str] = []
@@ -138,17 +139,26 @@ async def main(caps: childwatch.Capabilities) -> None:
                     watcher.close()
                 except Exception as exc:
                     check(f"{name} closes", False, repr(exc))
-    default = childwatch.default_watcher()
-    try:
-        check(
-            f"default_watcher() ({type(default).__name__}) delivers",
-            await delivered_beside_the_loops_own(default, own),
-        )
-        check("it is the recommended one", type(default).__name__ == caps.recommended)
-    finally:
-        default.close()
+    if caps.recommended is None:  # no watcher works here (under gevent's monkey-patching)
+        reason = dict(caps.watchers)["ThreadedChildWatcher"].reason
+        await refused("default_watcher()", reason, childwatch.default_watcher)
+    else:
+        default = childwatch.default_watcher()
+        try:
+            check(
+                f"default_watcher() ({type(default).__name__}) delivers",
+                await delivered_beside_the_loops_own(default, own),
+            )
+            check("it is the recommended one", type(default).__name__ == caps.recommended)
+        finally:
+            default.close()
     child = subprocess.Popen(["sh", "-c", "exit 19"])
     check("wait_pid", await childwatch.wait_pid(child) == 19)
+    gevent_refusal = reaping_refusal()
+    if gevent_refusal is not None:
+        child = subprocess.Popen(["sh", "-c", "exit 18"])  # (gevent's Popen: it keeps the status)
+        await refused("wait_pid() for a bare pid", gevent_refusal, lambda: childwatch.wait_pid(child.pid))
+        check("its Popen still has the status", child.wait() == 18)
     if caps.subprocesses.supported:
         check("the loop's own create_subprocess_exec", await own_subprocess(20) == 20)
     elif caps.subprocesses.reason and "was not" in caps.subprocesses.reason:

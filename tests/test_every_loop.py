@@ -1,9 +1,8 @@
 """The cross-check: on every loop installed here, each claim of the report holds.
 
 Each loop runs in a process of its own (loop_cross_check_child.py): several
-patch asyncio for their whole process.  (asyncio-gevent is checked by hand:
-under ``gevent.monkey.patch_all()`` libev reaps any child, so no claim of
-support can be checked there without a race.)
+patch asyncio for their whole process (asyncio-gevent's after
+``gevent.monkey.patch_all()``, as that loop runs).
 """
 
 from __future__ import annotations

@@ -77,27 +77,28 @@ def render(loops: Dict[str, Report]) -> str:
     unsupported or unknown; a star sends to the note with its reason."""
     mech = _mechanisms.available()
     first = next(r for r in loops.values() if r["available"])
+    width = max(13, *(len(name) + 1 for name in loops))  # the loop column
     lines: List[str] = [
         f"childwatch {__version__} on Python {first['python']}, {first['platform']}",
         "OS mechanisms: " + ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in mech.items()),
         "",
-        f"{'loop':<13} {'version':<9} {'subprocesses':<13} {'set_child_watcher':<18} reaped now by",
+        f"{'loop':<{width}} {'version':<9} {'subprocesses':<13} {'set_child_watcher':<18} reaped now by",
     ]
     notes: List[str] = []
     for name, r in loops.items():
         if not r["available"]:
-            lines.append(f"{name:<13} {'-':<9} unavailable: {r['reason']}")
+            lines.append(f"{name:<{width}} {'-':<9} unavailable: {r['reason']}")
             continue
         for what, label in (("subprocesses", "subprocesses"), ("custom_watcher", "set_child_watcher")):
             if r[what]["reason"]:
                 notes.append(f"{name}: {label} {r[what]['status']}: {r[what]['reason']}")
         lines.append(
-            f"{name:<13} {r['loop_version'] or '-':<9} {_mark(r['subprocesses']):<13} "
+            f"{name:<{width}} {r['loop_version'] or '-':<9} {_mark(r['subprocesses']):<13} "
             f"{_mark(r['custom_watcher']):<18} {r['current_watcher'] or '-'}"
         )
     short = [w.replace("ChildWatcher", "") for w in WATCHER_NAMES]
     lines += ["", "Watchers for pids you start yourself (os.fork, posix_spawn, Popen):", ""]
-    lines.append(f"{'loop':<13} " + " ".join(f"{w:<12}" for w in short) + " recommended")
+    lines.append(f"{'loop':<{width}} " + " ".join(f"{w:<12}" for w in short) + " recommended")
     for name, r in loops.items():
         if not r["available"]:
             continue
@@ -108,7 +109,7 @@ def render(loops: Dict[str, Report]) -> str:
                 same = [v for v in WATCHER_NAMES if r["watchers"][v]["reason"] == support["reason"]]
                 notes.append(f"{name}: {', '.join(same)} {support['status']}: {support['reason']}")
             cells.append(f"{_mark(support):<12}")
-        lines.append(f"{name:<13} " + " ".join(cells) + " " + r["recommended"])
+        lines.append(f"{name:<{width}} " + " ".join(cells) + " " + (r["recommended"] or "none"))
     if notes:
         lines += ["", "Notes (*):"] + [f"  - {n}" for n in dict.fromkeys(notes)]
     return "\n".join(lines)

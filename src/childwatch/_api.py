@@ -8,7 +8,8 @@ from typing import Optional
 from . import watchers
 from ._contract import AbstractChildWatcher
 from ._errors import UnsupportedLoopError
-from .capabilities import UNSUPPORTED, capabilities
+from ._gevent import refuse_under_gevent
+from .capabilities import RECOMMENDATIONS, capabilities
 from .loops import LoopAdapter, adapter_for, no_adapter_reason, stdlib_adapter
 from .watchers import ThreadedChildWatcher
 from .watchers._base import check_loop, running_loop
@@ -16,6 +17,7 @@ from .watchers._sigchld import LoopSigchldWatcher
 
 
 def _adapter(loop: asyncio.AbstractEventLoop) -> LoopAdapter:
+    refuse_under_gevent("a custom child watcher")  # (the loop's subprocesses work through gevent)
     adapter = adapter_for(loop)
     if adapter is None:
         raise UnsupportedLoopError(no_adapter_reason(loop))
@@ -55,7 +57,8 @@ def set_child_watcher(
     Raises TypeError if ``watcher`` is not a :class:`childwatch.AbstractChildWatcher`
     (or None), RuntimeError for a closed loop, and
     :class:`UnsupportedLoopError` for a loop that forbids custom watchers
-    (uvloop, trio-asyncio) or has no adapter.
+    (uvloop, trio-asyncio), has no adapter, or runs under gevent's
+    monkey-patching (:mod:`childwatch._gevent`).
     """
     _check_watcher(watcher)
     loop = check_loop(loop) or running_loop()
@@ -100,9 +103,12 @@ def default_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> Abstrac
     if loop is None:
         return ThreadedChildWatcher()
     caps = capabilities(loop)
-    support = dict(caps.watchers)[caps.recommended]
-    if support.status == UNSUPPORTED:
-        raise UnsupportedLoopError(f"no watcher works on {caps.loop_class}: {support.reason}")
+    if caps.recommended is None:
+        reasons = dict(caps.watchers)
+        raise UnsupportedLoopError(
+            f"no watcher works on {caps.loop_class}: "
+            + "; ".join(f"{name}: {reasons[name].reason}" for name in RECOMMENDATIONS)
+        )
     watcher: AbstractChildWatcher = getattr(watchers, caps.recommended)()
     watcher.attach_loop(loop)
     return watcher

@@ -13,13 +13,29 @@ import os
 import sys
 from typing import Any, Callable
 
-THIRD_PARTY = ("rloop", "veloxloop", "uringcore", "zuvloop", "talyn", "loopmini", "rsloop", "qasync")
-"""Loops from PyPI that ``python -m childwatch`` reports on when they are installed."""
+THIRD_PARTY = (
+    "rloop",
+    "veloxloop",
+    "uringcore",
+    "zuvloop",
+    "talyn",
+    "loopmini",
+    "rsloop",
+    "qasync",
+    "asyncio_gevent",
+)
+"""Loops from PyPI (by module) that ``python -m childwatch`` reports on when they are installed."""
 
 
 def factory_of(module: Any) -> Callable[[], Any]:
     """The module's ``new_event_loop``, else its policy's; qasync's loop runs in
-    a ``QApplication`` (headless with ``QT_QPA_PLATFORM=offscreen``)."""
+    a ``QApplication`` (headless with ``QT_QPA_PLATFORM=offscreen``);
+    asyncio-gevent's is made after ``gevent.monkey.patch_all()``, as that loop
+    is meant to run (so this process is gevent's for good)."""
+    if module.__name__ == "asyncio_gevent":
+        from gevent import monkey  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        monkey.patch_all()
     if module.__name__ == "qasync":
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a probe needs no window
         app = module.QApplication.instance() or module.QApplication([])

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._gevent import refuse_under_gevent
 from ._status import not_a_child, peek, reaped_elsewhere, release
 from ._syscalls import pidfd_open
 from .watchers._base import check_pid, running_loop
@@ -81,7 +82,10 @@ async def wait_pid(pid: int | subprocess.Popen[Any]) -> int:
     (not a bool) or a Popen; :class:`ValueError` for a pid outside
     1..2**31-1; :class:`ChildProcessError` if ``pid`` is not a child of this
     process or its status was already collected; :class:`RuntimeError` if
-    not awaited from asyncio or trio.
+    not awaited from asyncio or trio; :class:`~childwatch.UnsupportedLoopError`
+    for a bare pid under gevent's monkey-patching, whose libev reaps every
+    child and keeps the status only for its own ``Popen``
+    (:mod:`childwatch._gevent`): pass that Popen instead.
 
     Several calls may wait for the same pid at once, from any task, loop or
     thread: each gets the same returncode, and the child is reaped once, when
@@ -105,6 +109,8 @@ async def wait_pid(pid: int | subprocess.Popen[Any]) -> int:
         pid = popen.pid
     elif isinstance(pid, bool) or not isinstance(pid, int):
         raise TypeError(f"wait_pid() expects an int pid or a subprocess.Popen, not {type(pid).__name__}")
+    else:
+        refuse_under_gevent("wait_pid() for a bare pid")  # gevent's Popen keeps the status libev reaps
     check_pid(pid)
     wait_readable, sleep = _backend()
     child = _join(pid)

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
-from . import _mechanisms
+from . import _gevent, _mechanisms
 from ._loop_rules import sigchld_refusal
 from .loops import _util, adapter_for, no_adapter_reason
 from .watchers._base import check_loop, running_loop
@@ -91,8 +91,9 @@ class Capabilities:
     """Which childwatch watchers can watch arbitrary pids on this loop."""
     current_watcher: Optional[str]
     """What reaps this loop's subprocesses now."""
-    recommended: str
-    """The watcher :func:`childwatch.default_watcher` picks for this loop."""
+    recommended: Optional[str]
+    """The watcher :func:`childwatch.default_watcher` picks for this loop; None
+    where no watcher can work (``default_watcher()`` refuses there)."""
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -171,11 +172,6 @@ def _subprocess_probe(loop: asyncio.AbstractEventLoop) -> Optional[Support]:
     return None
 
 
-def _gevent_patched(module: str) -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched(module))
-
-
 _UNSETTLED = "capabilities(probe=True) or python -m childwatch --probe settles it with a child"
 
 
@@ -188,14 +184,19 @@ def _watchers(
     """Every watcher's answer on ``loop``.  ``sigchld`` holds the objections
     (unsupported from the adapter, unknown without one, or None) to Safe and
     Fast, whose handler goes through the loop, and to MultiLoop."""
-    if not waitid:
-        # Every watcher reads a status without reaping the child: waitid(WNOWAIT).
-        no = _no("no waitid() here (neither os.waitid nor the C library through ctypes)")
+    # Every watcher reads a status without reaping the child: waitid(WNOWAIT).
+    nothing_works = (
+        _gevent.reaping_refusal()
+        if waitid
+        else "no waitid() here (neither os.waitid nor the C library through ctypes)"
+    )
+    if nothing_works is not None:
+        no = _no(nothing_works)
         return tuple((name, no) for name in WATCHER_NAMES)
     main = threading.current_thread() is threading.main_thread()
     reader = _reader_probe(loop)
     through_loop, own_handler = sigchld
-    if _gevent_patched("threading"):
+    if _gevent.patched("threading"):
         safe = fast = multi = _no(
             "gevent's monkey-patching runs the loop in a greenlet that threading does not take for "
             "the main thread, where these watchers must be attached (RuntimeError)"
@@ -213,15 +214,7 @@ def _watchers(
         pidfd_support = _no("select.epoll is missing (AttributeError: gevent's monkey-patching removes it)")
     else:
         pidfd_support = reader or _yes()
-    threaded = (
-        _no(
-            "gevent's monkey-patched os reaps children itself (libev's SIGCHLD handler waits for "
-            "any child): a status would be lost, reported as 255"
-        )
-        if _gevent_patched("os")
-        else _yes()
-    )
-    return tuple(zip(WATCHER_NAMES, (safe, fast, multi, threaded, pidfd_support)))
+    return tuple(zip(WATCHER_NAMES, (safe, fast, multi, _yes(), pidfd_support)))
 
 
 RECOMMENDATIONS = ("ThreadedChildWatcher", "PidfdChildWatcher")
@@ -230,13 +223,13 @@ RECOMMENDATIONS = ("ThreadedChildWatcher", "PidfdChildWatcher")
 Pidfd needs a pidfd per child)."""
 
 
-def _recommended(watchers: Tuple[Tuple[str, Support], ...]) -> str:
+def _recommended(watchers: Tuple[Tuple[str, Support], ...]) -> Optional[str]:
     answers = dict(watchers)
     for wanted in (SUPPORTED, UNKNOWN):
         for name in RECOMMENDATIONS:
             if answers[name].status == wanted:
                 return name
-    return RECOMMENDATIONS[-1]
+    return None
 
 
 def _platform() -> str:
@@ -285,7 +278,7 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
         family = adapter.name
         own_package = _util.family(loop)  # a stdlib-derived loop (qasync's) is versioned by its own package
         version = adapter.version() if own_package == family else _util.distribution_version(own_package)
-        refusal = adapter.custom_watcher_refusal(loop)
+        refusal = _gevent.reaping_refusal() or adapter.custom_watcher_refusal(loop)
         custom = _yes() if refusal is None else _no(refusal)
         sub_refusal = adapter.subprocess_refusal(loop)
         subprocesses = _subprocess_probe(loop) or (_yes() if sub_refusal is None else _no(sub_refusal))

@@ -21,8 +21,6 @@ from ._adapter import LoopAdapter
 from ._util import class_name
 from .own_reapers import own_reapers
 from .rloop_adapter import RloopAdapter
-from .trio_asyncio_adapter import TrioAsyncioAdapter
-from .uvloop_adapter import UvloopAdapter
 
 if sys.version_info >= (3, 14):
     from .stdlib_private import StdlibAdapter
@@ -45,7 +43,7 @@ _lock = threading.Lock()
 _registered: List[LoopAdapter] = []
 _from_entry_points: Optional[List[LoopAdapter]] = None
 _stdlib = StdlibAdapter()
-_builtin: List[LoopAdapter] = [UvloopAdapter(), TrioAsyncioAdapter(), RloopAdapter(), *own_reapers(), _stdlib]
+_builtin: List[LoopAdapter] = [*own_reapers(), RloopAdapter(), _stdlib]
 
 
 def stdlib_adapter() -> StdlibAdapter:

@@ -44,6 +44,7 @@ import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback, is_event_loop
+from .._gevent import refuse_under_gevent
 from .._status import PID_MAX, logger, not_a_child, peek, peek_any, peek_pidfd, reaped_elsewhere, release
 
 
@@ -243,7 +244,8 @@ class WatcherBase(AbstractChildWatcher):
         Raises TypeError for a non-int pid or a non-callable callback,
         ValueError for a pid out of range, and :class:`ChildProcessError`
         when ``pid`` is not a child of this process (or its status was
-        already collected).  Registering a pid that is already registered
+        already collected), :class:`UnsupportedLoopError` under gevent's
+        monkey-patching (:mod:`childwatch._gevent`).  Registering a pid that is already registered
         replaces its callback and arguments -- unless the registered child is
         provably another process (:func:`another_process`: pids are reused at
         once on a busy machine): then the old entry is delivered first, with
@@ -255,6 +257,7 @@ class WatcherBase(AbstractChildWatcher):
             check_pid(pid)  # raises the precise error
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        refuse_under_gevent(type(self).__name__)
         gone = None
         try:
             with self._lock:

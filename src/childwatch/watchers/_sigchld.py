@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any, Callable, List, Optional, Tuple
 
 from .._contract import is_event_loop
+from .._gevent import refuse_under_gevent
 from .._loop_rules import refuse_sigchld
 from ._base import Entry, WatcherBase, call_soon_on, check_loop, running_loop
 
@@ -104,6 +105,7 @@ class LoopSigchldWatcher(WatcherBase):
         loop = check_loop(loop)
         with self._lock:
             if loop is not None:
+                refuse_under_gevent(type(self).__name__)
                 refuse_sigchld(type(self).__name__, loop, through_loop=True)
                 if threading.current_thread() is not threading.main_thread():
                     raise RuntimeError(

@@ -10,6 +10,7 @@ import weakref
 from types import FrameType
 from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
+from .._gevent import refuse_under_gevent
 from .._loop_rules import refuse_sigchld
 from .._status import peek_any
 from ._base import Entry, WatcherBase, check_loop, running_loop
@@ -197,6 +198,7 @@ class MultiLoopChildWatcher(WatcherBase):
         loop = check_loop(loop)
         with self._lock:
             if loop is not None:
+                refuse_under_gevent(type(self).__name__)
                 refuse_sigchld(type(self).__name__, loop)
                 self._install()
                 self._closed = False
