@@ -31,8 +31,7 @@ MODULES = {
     "asyncio": "asyncio",
     "uvloop": "uvloop",
     "trio-asyncio": "trio_asyncio",
-    **{name: name for name in THIRD_PARTY},
-    "asyncio-gevent": "asyncio_gevent",
+    **{module.replace("_", "-"): module for module in THIRD_PARTY},  # asyncio-gevent: asyncio_gevent
 }
 """Every loop the plugin knows, and the module it needs."""
 ISOLATED = {"trio-asyncio", "rsloop", "qasync", "asyncio-gevent"}
@@ -456,9 +455,10 @@ def test_a_known_loop_that_cannot_run_here_is_skipped(suite: pytest.Pytester) ->
 
 
 def test_every_known_loop_is_named() -> None:
-    """The plugin knows asyncio, uvloop, trio-asyncio, the PyPI loops of ``python -m
-    childwatch`` and asyncio-gevent, in that order."""
+    """The plugin knows asyncio, uvloop, trio-asyncio and the PyPI loops of ``python -m
+    childwatch``, in that order, each by its PyPI name."""
     assert list(KNOWN_LOOP_IMPLS) == list(MODULES)
+    assert {"rloop", "qasync", "asyncio-gevent"} <= set(KNOWN_LOOP_IMPLS)
 
 
 def test_a_loop_given_as_module_and_factory(suite: pytest.Pytester) -> None:

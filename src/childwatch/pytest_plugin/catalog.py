@@ -3,9 +3,10 @@
 The contract:
 
 * :data:`BUILTIN` maps every built-in name to its :class:`LoopImpl`, in the order
-  ``--loop-impls=all`` lists them: ``asyncio``, ``uvloop``, ``trio-asyncio``, the PyPI
-  loops of :data:`childwatch._probe_loop.THIRD_PARTY` (made as ``python -m childwatch``
-  makes them: :func:`childwatch._probe_loop.factory_of`), then ``asyncio-gevent``.
+  ``--loop-impls=all`` lists them: ``asyncio``, ``uvloop``, ``trio-asyncio``, then the
+  PyPI loops of :data:`childwatch._probe_loop.THIRD_PARTY` under their PyPI names
+  (``asyncio-gevent`` for module ``asyncio_gevent``), made as ``python -m childwatch``
+  makes them (:func:`childwatch._probe_loop.factory_of`).
   :func:`custom` makes the entry of a loop given as ``NAME=module:factory``.
 * A :class:`LoopImpl` says which module it needs (:meth:`LoopImpl.installed` looks for
   it without importing it), how to make a fresh loop (:meth:`LoopImpl.new_loop`,
@@ -43,8 +44,9 @@ PROBE_TIMEOUT = 120.0
 
 GEVENT_PREAMBLE = "from gevent import monkey\nmonkey.patch_all()"
 """asyncio-gevent is an asyncio loop on gevent's hub, meaningful only where gevent has
-monkey-patched the process, and that is done first, before anything imports threading or
-socket: its worker runs this before pytest is imported."""
+monkey-patched the process (:func:`childwatch._probe_loop.factory_of` patches it, as
+that loop is meant to run), and the patching is best done first, before anything imports
+threading or socket: its worker runs this before pytest is imported."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +121,12 @@ def custom(name: str, module: str, attr: str) -> LoopImpl:
     return LoopImpl(name, module, _Attribute(attr), custom=True)
 
 
-_ISOLATED_THIRD_PARTY = frozenset(
-    {
-        "rsloop",  # replaces asyncio.set_event_loop, open_connection and start_server when imported
-        "qasync",  # needs a QApplication: one per process, kept for its life (PySide6 may abort at exit, 3.10)
-    }
-)
+_ISOLATED_THIRD_PARTY = {
+    "rsloop": "",  # replaces asyncio.set_event_loop, open_connection and start_server when imported
+    "qasync": "",  # needs a QApplication: one per process, kept for its life (PySide6 may abort at exit, 3.10)
+    "asyncio_gevent": GEVENT_PREAMBLE,
+}
+"""The PyPI loops (by module) that patch asyncio or the process, and the preamble of each."""
 
 BUILTIN: Dict[str, LoopImpl] = {
     loop.name: loop
@@ -133,8 +135,16 @@ BUILTIN: Dict[str, LoopImpl] = {
         LoopImpl("uvloop", "uvloop", factory_of, default=True),
         # trio-asyncio installs its policy and patches asyncio's functions when imported.
         LoopImpl("trio-asyncio", "trio_asyncio", _trio_asyncio, default=True, isolated=True),
-        *(LoopImpl(name, name, factory_of, isolated=name in _ISOLATED_THIRD_PARTY) for name in THIRD_PARTY),
-        LoopImpl("asyncio-gevent", "asyncio_gevent", factory_of, isolated=True, preamble=GEVENT_PREAMBLE),
+        *(
+            LoopImpl(
+                module.replace("_", "-"),  # the name it has on PyPI
+                module,
+                factory_of,
+                isolated=module in _ISOLATED_THIRD_PARTY,
+                preamble=_ISOLATED_THIRD_PARTY.get(module, ""),
+            )
+            for module in THIRD_PARTY
+        ),
     )
 }
 """Every built-in loop implementation, by name."""
