@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import childwatch
-from childwatch._status import peek
+from childwatch._syscalls import peek
 from conftest import (
     SIGCHLD_WATCHERS,
     breathe,
@@ -973,6 +973,7 @@ def test_reaped_behind_our_back_among_many_registered(cls: Any, caplog: pytest.L
     with their real status."""
     count = 600
     pids: List[int] = []
+    read_during_theft: List[bool] = []
 
     async def main() -> Dict[int, List[int]]:
         watcher = cls()
@@ -989,7 +990,12 @@ def test_reaped_behind_our_back_among_many_registered(cls: Any, caplog: pytest.L
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
             await got.wait(pids[:1])
-            assert got.calls[0][:2] == (pids[0], 255), got.calls
+            # MultiLoop's handler may have read the real status during the theft (see
+            # test_reaped_behind_our_back_under_load): then it was no theft at all.
+            read_during_theft.append(
+                cls is childwatch.MultiLoopChildWatcher and got.calls[0][1] == -signal.SIGKILL
+            )
+            assert got.calls[0][:2] == (pids[0], -signal.SIGKILL if read_during_theft[0] else 255), got.calls
             for i, pid in enumerate(pids[1:]):
                 os.kill(pid, signal.SIGKILL)
                 await breathe(i)  # 599 SIGCHLDs unread overflow 3.9's signal wakeup socket
@@ -1001,9 +1007,10 @@ def test_reaped_behind_our_back_among_many_registered(cls: Any, caplog: pytest.L
 
     with caplog.at_level(logging.WARNING, logger="childwatch"):
         results = run("asyncio", main)
-    assert results == {pid: [255 if pid == pids[0] else -signal.SIGKILL] for pid in pids}
+    stolen = not read_during_theft[0]
+    assert results == {pid: [255 if pid == pids[0] and stolen else -signal.SIGKILL] for pid in pids}
     stolen_warnings = [r for r in caplog.records if "was reaped by someone else" in r.getMessage()]
-    assert [str(pids[0]) in r.getMessage() for r in stolen_warnings] == [True]
+    assert [str(pids[0]) in r.getMessage() for r in stolen_warnings] == ([True] if stolen else [])
 
 
 # -- 10. stopped and continued children -----------------------------------------------------------
@@ -1245,7 +1252,7 @@ REUSE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, logging, os, subprocess, sys, threading, time
     import childwatch
-    from childwatch._status import peek  # waitid(WNOWAIT), also where os lacks it (PyPy)
+    from childwatch._syscalls import peek  # waitid(WNOWAIT), also where os lacks it (PyPy)
 
     sys.path.insert(0, TESTS_DIR)
     from spawning import sh as spawn
@@ -1481,7 +1488,7 @@ def test_ctypes_waitid_and_pidfd_open_agree_with_os() -> None:
             theirs.si_code,
             theirs.si_status,
         )
-        assert childwatch._status._returncode(ours) == code
+        assert childwatch._syscalls.returncode_of(ours) == code
         assert reap(pid, kill=False) == code  # WNOWAIT left it a zombie
     with pytest.raises(ChildProcessError):
         sc.c_waitid(sc.P_PID, running, flags)  # reaped: ECHILD, as os.waitid

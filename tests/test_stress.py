@@ -48,7 +48,7 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 import pytest
 
 import childwatch
-from childwatch._status import peek
+from childwatch._syscalls import peek
 from conftest import (
     children,
     run,

@@ -6,13 +6,12 @@ import asyncio
 from typing import Optional
 
 from . import watchers
-from ._contract import AbstractChildWatcher
+from ._contract import AbstractChildWatcher, check_loop, running_loop
 from ._errors import UnsupportedLoopError
 from ._gevent import refuse_under_gevent
 from .capabilities import RECOMMENDATIONS, capabilities
 from .loops import LoopAdapter, adapter_for, no_adapter_reason, stdlib_adapter
 from .watchers import ThreadedChildWatcher
-from .watchers._base import check_loop, running_loop
 from .watchers._sigchld import LoopSigchldWatcher
 
 

@@ -1,4 +1,6 @@
-"""The child watcher contract: :class:`AbstractChildWatcher`.
+"""The child watcher contract (:class:`AbstractChildWatcher`), and what childwatch
+asks of an event loop and how it uses one (:func:`is_event_loop`,
+:func:`check_loop`, :func:`running_loop`, :func:`call_in_loop`).
 
 On Python 3.9–3.13 it is also a subclass of ``asyncio.AbstractChildWatcher``,
 so ``asyncio.set_child_watcher()`` accepts every childwatch watcher and the
@@ -13,7 +15,7 @@ import abc
 import asyncio
 import warnings
 from types import TracebackType
-from typing import Any, Callable, Optional, Type
+from typing import Any, Callable, Optional, Type, cast
 
 ChildCallback = Callable[..., object]
 """``callback(pid, returncode, *args)``: called once when the child exits."""
@@ -33,6 +35,52 @@ def is_event_loop(obj: object) -> bool:
     return isinstance(obj, asyncio.AbstractEventLoop) or all(
         callable(getattr(obj, name, None)) for name in LOOP_METHODS
     )
+
+
+def check_loop(loop: object) -> Optional[asyncio.AbstractEventLoop]:
+    """Return ``loop`` if it is None or an open event loop (an
+    :class:`asyncio.AbstractEventLoop` or a duck-typed one: :func:`is_event_loop`)."""
+    if loop is None:
+        return None
+    if not is_event_loop(loop):
+        raise TypeError(f"loop must be an asyncio event loop or None, not {type(loop).__name__}")
+    checked = cast(asyncio.AbstractEventLoop, loop)  # a duck-typed loop serves as one
+    if checked.is_closed():
+        raise RuntimeError(f"cannot attach to a closed event loop: {loop!r}")
+    return checked
+
+
+def running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The event loop running in this thread, or None.
+
+    Through ``asyncio.get_running_loop()``, looked up at each call: trio-asyncio
+    replaces asyncio's functions with its own, which raise RuntimeError in a Trio task."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def call_in_loop(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any, wake: bool = False
+) -> bool:
+    """Have ``callback(*args)`` run in ``loop``'s thread: the one way childwatch does.
+
+    From the loop's own thread it is queued with ``call_soon`` (no wake-up
+    write needed: the loop runs its queue next), from any other thread with
+    ``call_soon_threadsafe``.  ``wake``: always the latter, for a caller that
+    may have interrupted the loop's wait for I/O in its own thread (a signal
+    handler).  Returns False, with nothing queued, if the loop is closed: each
+    caller says what happens then (runs it itself, or drops it).
+    """
+    try:
+        if not wake and loop is running_loop():
+            loop.call_soon(callback, *args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # "Event loop is closed"
+        return False
+    return True
 
 
 with warnings.catch_warnings():

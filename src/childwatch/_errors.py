@@ -1,6 +1,11 @@
-"""Exceptions raised by childwatch."""
+"""How childwatch reports trouble: the exception it raises for a loop, and its logger."""
 
 from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("childwatch")
+"""Warnings (a status someone else collected), errors of callbacks outside any loop, debug notes."""
 
 
 class UnsupportedLoopError(NotImplementedError):

@@ -7,7 +7,7 @@ import os
 import select
 import signal
 
-from ._syscalls import missing, pidfd_open
+from ._syscalls import missing, open_pidfd
 
 
 @functools.cache
@@ -15,7 +15,7 @@ def pidfd_works() -> bool:
     """True if ``pidfd_open`` can be called (through os or ctypes) and the
     kernel (and seccomp) allow it."""
     try:
-        fd = pidfd_open(os.getpid())
+        fd = open_pidfd(os.getpid())
     except OSError:
         return False
     os.close(fd)

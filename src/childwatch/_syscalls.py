@@ -1,15 +1,25 @@
-"""The two Linux calls every watcher is built on: ``waitid`` and ``pidfd_open``.
+"""The syscall layer: every watcher, and ``wait_pid``, learns about children here.
 
-They come from :mod:`os` where the interpreter has them (CPython on Linux)
-and through :mod:`ctypes` from the C library where it does not (PyPy's
-``os`` has neither ``waitid`` nor ``pidfd_open``, nor the ``W*``/``P_*``
-constants), with the same signatures and errors as :mod:`os`'s: a failed call
-raises the :class:`OSError` subclass for its errno (``ChildProcessError`` for
-ECHILD); ``waitid(..., WNOHANG)`` returns None when no child has changed state.
-The choice is made once, at import: :data:`waitid` is the very function
-called (a watcher calls it a few times per child).  Importing this module never fails: a call that this interpreter
-and platform cannot make raises :class:`OSError` (ENOSYS) saying so, and
-:func:`missing` names what is missing.
+Two Linux calls carry it, ``waitid`` and ``pidfd_open``.  They come from
+:mod:`os` where the interpreter has them (CPython on Linux) and through
+:mod:`ctypes` from the C library where it does not (PyPy's ``os`` has neither
+``waitid`` nor ``pidfd_open``, nor the ``W*``/``P_*`` constants), with the
+same signatures and errors as :mod:`os`'s: a failed call raises the
+:class:`OSError` subclass for its errno (``ChildProcessError`` for ECHILD);
+``waitid(..., WNOHANG)`` returns None when no child has changed state.  The
+choice is made once, at import: :data:`waitid` is the very function called.
+Importing this module never fails: a call that this interpreter and platform
+cannot make raises :class:`OSError` (ENOSYS) saying so, and :func:`missing`
+names what is missing.
+
+The delivery rule, which every watcher and ``wait_pid`` follow through this
+module alone: a child's status is read without reaping it (:func:`peek`,
+:func:`peek_pidfd`, :func:`peek_any`: ``waitid(WNOWAIT)``), the callback (or
+waiter) gets it, and only then is the child reaped (:func:`reap`).  So the
+child stays a zombie, and its pid cannot be reused by a new process, while the
+callback runs: a ``kill()`` issued from the callback (or before it) can never
+reach a stranger.  A child whose status someone else collected first is
+reported as :data:`UNKNOWN_STATUS` with a warning (:func:`reaped_elsewhere`).
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ import errno
 import functools
 import os
 import sys
-from typing import Any, Callable, List, NamedTuple, Optional, Protocol
+from typing import Any, Callable, List, NamedTuple, Optional, Protocol, Tuple
+
+from ._errors import logger
 
 # The Linux values (the same on every architecture childwatch runs on), for
 # interpreters whose os module lacks the names.
@@ -126,8 +138,16 @@ waitid: Callable[[int, int, int], Optional[WaitidLike]] = getattr(os, "waitid", 
 """``waitid(idtype, id, options)``: :func:`os.waitid` where it exists, else :func:`c_waitid`."""
 
 
-def pidfd_open(pid: int) -> int:
-    """``pidfd_open(pid)``: :func:`os.pidfd_open` where it exists, else :func:`c_pidfd_open`."""
+def open_pidfd(pid: int) -> int:
+    """A pidfd for child ``pid`` (:func:`os.pidfd_open` where it exists, else
+    :func:`c_pidfd_open`).
+
+    The one failure answer is :class:`OSError`, whatever the cause: no such
+    call here (ENOSYS), a kernel older than 5.3 or a seccomp filter (ENOSYS,
+    EPERM), no fd left (EMFILE, ENFILE), no such process (ESRCH).  Each
+    caller chooses its fallback: ``PidfdChildWatcher`` raises, the threaded
+    watcher waits in its fd-less thread, ``wait_pid`` polls.
+    """
     call = getattr(os, "pidfd_open", None)
     if call is None:
         return c_pidfd_open(pid)
@@ -140,3 +160,113 @@ def missing() -> List[str]:
     if _libc() is not None:
         return []
     return [name for name in ("waitid", "pidfd_open") if not hasattr(os, name)]
+
+
+# -- statuses ------------------------------------------------------------------
+
+PID_MAX = 2**31 - 1
+"""The largest value a ``pid_t`` can hold."""
+
+UNKNOWN_STATUS = 255
+"""Returncode reported when someone else collected the child's status."""
+
+_PEEK = WEXITED | WNOHANG | WNOWAIT
+
+
+def check_pid(pid: object) -> int:
+    """Return ``pid`` if it is a valid pid; raise TypeError/ValueError otherwise."""
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+    if pid <= 0:
+        raise ValueError(f"pid must be a positive int, got {pid}")
+    if pid > PID_MAX:
+        raise ValueError(f"pid {pid} is out of range (max {PID_MAX})")
+    return pid
+
+
+def returncode_of(result: Optional[WaitidLike]) -> Optional[int]:
+    """The returncode a ``waitid(WEXITED)`` result tells: the exit code, ``-N``
+    for a child killed by signal N, or None if no child had exited."""
+    if result is None or result.si_pid == 0:
+        return None
+    if result.si_code == CLD_EXITED:
+        return result.si_status
+    # CLD_KILLED or CLD_DUMPED: the child died of signal si_status.
+    return -result.si_status
+
+
+def peek(pid: int) -> Optional[int]:
+    """The returncode of child ``pid`` if it has exited, else None.
+
+    The child is not reaped.  Raises :class:`ChildProcessError` if ``pid`` is
+    not a child of this process or its status was already collected.
+    """
+    return returncode_of(waitid(P_PID, pid, _PEEK))
+
+
+def peek_pidfd(pidfd: int) -> Optional[int]:
+    """Like :func:`peek`, for the process a pidfd names (never a later process
+    that reused its pid): ChildProcessError once someone else reaped it."""
+    return returncode_of(waitid(P_PIDFD, pidfd, _PEEK))
+
+
+def peek_any(block: bool = False) -> Optional[Tuple[int, int]]:
+    """``(pid, returncode)`` of some exited child of this process, or None
+    (none has exited; with ``block``, only if this process has no child at all:
+    it waits for one to exit).
+
+    The child is not reaped: the same child is returned until someone reaps it.
+    """
+    try:
+        result = waitid(P_ALL, 0, WEXITED | WNOWAIT if block else _PEEK)
+    except ChildProcessError:
+        return None
+    returncode = returncode_of(result)
+    return None if result is None or returncode is None else (result.si_pid, returncode)
+
+
+def read_exit(pid: int, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
+    """``(exited, returncode)`` of child ``pid``, read without reaping it
+    (through ``pidfd`` if given); returncode None if someone else reaped it."""
+    try:
+        returncode = peek(pid) if pidfd is None else peek_pidfd(pidfd)
+    except ChildProcessError:
+        return True, None
+    return returncode is not None, returncode
+
+
+def child_status(pid: int) -> Optional[int]:
+    """Is ``pid`` our child?  Its returncode if it has exited (not reaped),
+    None while it runs; :func:`not_a_child` raised if it is not a child of
+    this process, or its status was already collected."""
+    try:
+        return returncode_of(waitid(P_PID, pid, _PEEK))
+    except ChildProcessError:
+        raise not_a_child(pid) from None
+
+
+def reap(pid: int) -> None:
+    """Reap the exited child ``pid`` (no-op if someone else already did)."""
+    try:
+        os.waitpid(pid, WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def reaped_elsewhere(pid: int) -> int:
+    """The "someone else reaped it" rule: log that ``pid``'s status was
+    collected by someone else, and return :data:`UNKNOWN_STATUS` (255)."""
+    logger.warning(
+        "child process pid %d was reaped by someone else; reporting returncode %d",
+        pid,
+        UNKNOWN_STATUS,
+    )
+    return UNKNOWN_STATUS
+
+
+def not_a_child(pid: int) -> ChildProcessError:
+    """The error for registering a pid whose status this process cannot collect."""
+    return ChildProcessError(
+        errno.ECHILD,
+        f"pid {pid} is not a child of this process, or its exit status was already collected",
+    )

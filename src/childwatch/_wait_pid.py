@@ -25,10 +25,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._contract import running_loop
 from ._gevent import refuse_under_gevent
-from ._status import not_a_child, peek, reaped_elsewhere, release
-from ._syscalls import pidfd_open
-from .watchers._base import check_pid, running_loop
+from ._syscalls import check_pid, child_status, open_pidfd, peek, reap, reaped_elsewhere
 
 WaitReadable = Callable[[int], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
@@ -146,9 +145,10 @@ async def _wait(
 
 
 def _pidfd_open(pid: int) -> int | None:
+    """A pidfd for ``pid``, or None: without one, ``_wait`` polls."""
     try:
-        return pidfd_open(pid)
-    except (AttributeError, OSError):
+        return open_pidfd(pid)
+    except OSError:
         return None
 
 
@@ -156,10 +156,7 @@ def _join(pid: int) -> _Child:
     with _lock:
         child = _children.get(pid)
         if child is None:
-            try:
-                peek(pid)
-            except ChildProcessError:
-                raise not_a_child(pid) from None
+            child_status(pid)
             child = _children[pid] = _Child()
         child.waiters += 1
         return child
@@ -187,7 +184,7 @@ def _leave(pid: int, child: _Child, popen: subprocess.Popen[Any] | None) -> None
         if child.waiters == 0:
             del _children[pid]
             if child.returncode is not None:
-                release(pid)
+                reap(pid)
 
 
 # -- which async library is running ------------------------------------------------

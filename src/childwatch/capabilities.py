@@ -19,9 +19,8 @@ import threading
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from . import _gevent, _mechanisms
-from ._loop_rules import sigchld_refusal
-from .loops import _util, adapter_for, no_adapter_reason
-from .watchers._base import check_loop, running_loop
+from ._contract import check_loop, running_loop
+from .loops import adapter_for, class_name, distribution_version, family, no_adapter_reason, sigchld_refusal
 
 WATCHER_NAMES = (
     "SafeChildWatcher",
@@ -138,16 +137,14 @@ def _reader_probe(loop: asyncio.AbstractEventLoop) -> Optional[Support]:
     pipe of ours and undone at once; None if it does.  Not tried on a loop
     running in another thread (its reader table is that thread's)."""
     if loop.is_running() and loop is not running_loop():
-        return _unknown(
-            f"{_util.class_name(loop)} runs in another thread: its add_reader was not tried from here"
-        )
+        return _unknown(f"{class_name(loop)} runs in another thread: its add_reader was not tried from here")
     r, w = os.pipe()
     try:
         loop.add_reader(r, _noop)
     except NotImplementedError:
-        return _no(f"{_util.class_name(loop)} has no add_reader (NotImplementedError)")
+        return _no(f"{class_name(loop)} has no add_reader (NotImplementedError)")
     except Exception as exc:
-        return _no(f"{_util.class_name(loop)}.add_reader(fd, callback) fails: {type(exc).__name__}: {exc}")
+        return _no(f"{class_name(loop)}.add_reader(fd, callback) fails: {type(exc).__name__}: {exc}")
     else:
         loop.remove_reader(r)
     finally:
@@ -160,15 +157,11 @@ def _subprocess_probe(loop: asyncio.AbstractEventLoop) -> Optional[Support]:
     """A refusal read off ``loop``'s class: it inherits asyncio's
     NotImplementedError for subprocesses.  None if it implements them."""
     if not _overrides(loop, "subprocess_exec", asyncio.AbstractEventLoop):
-        return _no(
-            f"{_util.class_name(loop)} does not implement subprocess_exec (asyncio's NotImplementedError)"
-        )
+        return _no(f"{class_name(loop)} does not implement subprocess_exec (asyncio's NotImplementedError)")
     if isinstance(loop, asyncio.BaseEventLoop) and not _overrides(
         loop, "_make_subprocess_transport", asyncio.BaseEventLoop
     ):
-        return _no(
-            f"{_util.class_name(loop)} does not implement _make_subprocess_transport (NotImplementedError)"
-        )
+        return _no(f"{class_name(loop)} does not implement _make_subprocess_transport (NotImplementedError)")
     return None
 
 
@@ -264,20 +257,20 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
     version: Optional[str]
     sigchld: Tuple[Optional[Support], Optional[Support]]
     if adapter is None:
-        family = _util.family(loop)
+        loop_family = family(loop)
         custom = _no(no_adapter_reason(loop))
         subprocesses = _subprocess_probe(loop) or _unknown(
-            f"{_util.class_name(loop)} implements subprocesses itself; {_UNSETTLED}"
+            f"{class_name(loop)} implements subprocesses itself; {_UNSETTLED}"
         )
         unknown = _unknown(
-            f"whether {_util.class_name(loop)} runs SIGCHLD handlers promptly cannot be read off the loop; {_UNSETTLED}"
+            f"whether {class_name(loop)} runs SIGCHLD handlers promptly cannot be read off the loop; {_UNSETTLED}"
         )
         sigchld = (unknown, unknown)
-        current, version = None, _util.distribution_version(family)
+        current, version = None, distribution_version(loop_family)
     else:
-        family = adapter.name
-        own_package = _util.family(loop)  # a stdlib-derived loop (qasync's) is versioned by its own package
-        version = adapter.version() if own_package == family else _util.distribution_version(own_package)
+        loop_family = adapter.name
+        own_package = family(loop)  # a stdlib-derived loop (qasync's) is versioned by its own package
+        version = adapter.version() if own_package == loop_family else distribution_version(own_package)
         refusal = _gevent.reaping_refusal() or adapter.custom_watcher_refusal(loop)
         custom = _yes() if refusal is None else _no(refusal)
         sub_refusal = adapter.subprocess_refusal(loop)
@@ -291,8 +284,8 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
     if probe:
         watchers, subprocesses = _settle(loop, watchers, subprocesses)
     return Capabilities(
-        loop=family,
-        loop_class=_util.class_name(loop),
+        loop=loop_family,
+        loop_class=class_name(loop),
         loop_version=version,
         python=platform.python_version(),
         platform=_platform(),
@@ -347,7 +340,7 @@ async def _verdict(what: str, learnt: str, returncode_of: Callable[[], Awaitable
     """The answer a probe gives: ``returncode_of()`` is how the running loop
     learns the returncode of ``what`` (a trivial child, exiting 0), within
     :data:`PROBE_TIMEOUT` seconds (else it was not ``learnt``)."""
-    name = _util.class_name(asyncio.get_running_loop())
+    name = class_name(asyncio.get_running_loop())
     try:
         returncode = await asyncio.wait_for(returncode_of(), PROBE_TIMEOUT)
     except asyncio.TimeoutError:
@@ -382,7 +375,7 @@ async def _try_watcher(name: str) -> Support:
         try:
             watcher.close()
         except Exception as exc:  # a loop that cannot undo what the watcher set (rloop 0.2's signal handler)
-            verdict = _no(f"probed on {_util.class_name(loop)}: closing the watcher failed: {_failure(exc)}")
+            verdict = _no(f"probed on {class_name(loop)}: closing the watcher failed: {_failure(exc)}")
         child.wait()  # reaped already (returncode 0 then) or reaped now
     return verdict
 

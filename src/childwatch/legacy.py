@@ -11,7 +11,9 @@ backed by childwatch, with the old semantics:
 * ``asyncio.set_child_watcher(w)`` makes ``w`` the watcher of the running
   loop (if any) and of every stdlib loop created afterwards;
 * ``asyncio.get_child_watcher()`` returns the watcher in effect, creating the
-  default one (pidfd where available, else threaded) on first use, as asyncio did.
+  default one on first use, as asyncio did (:func:`childwatch.default_watcher`'s
+  choice for the running loop: the watcher :func:`childwatch.capabilities`
+  recommends).
 
 On Pythons that still have them (3.9–3.13) it does nothing and returns False.
 Nothing changes without calling :func:`install`; the event loop *policy*
@@ -25,8 +27,7 @@ import asyncio.unix_events
 from typing import Optional
 
 from . import _api
-from ._contract import AbstractChildWatcher
-from ._mechanisms import pidfd_works
+from ._contract import AbstractChildWatcher, running_loop
 from .watchers import (
     FastChildWatcher,
     MultiLoopChildWatcher,
@@ -34,7 +35,6 @@ from .watchers import (
     SafeChildWatcher,
     ThreadedChildWatcher,
 )
-from .watchers._base import running_loop
 
 NAMES = {
     "AbstractChildWatcher": AbstractChildWatcher,
@@ -58,7 +58,7 @@ def get_child_watcher() -> AbstractChildWatcher:
     """asyncio's ``get_child_watcher``: the watcher in effect, made on first use."""
     watcher = _api.get_child_watcher()
     if watcher is None:
-        watcher = PidfdChildWatcher() if pidfd_works() else ThreadedChildWatcher()
+        watcher = _api.default_watcher()
         set_child_watcher(watcher)
     return watcher
 

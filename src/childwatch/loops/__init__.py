@@ -8,32 +8,49 @@ SIGCHLD-driven watchers run on it.  Built-in adapters cover stdlib asyncio
 with :func:`register_loop_adapter` or an entry point in the
 ``childwatch.loops`` group whose object is a :class:`LoopAdapter` instance or
 a zero-argument callable returning one.
+
+Everything childwatch knows of a particular loop lives in this package: the
+adapters (one module per loop family; stdlib asyncio has one per hook,
+:mod:`.stdlib_3_9_to_3_13` and :mod:`.stdlib_3_14_plus`), and the questions
+the watchers ask about a loop's own objects while delivering
+(:func:`popen_of`, :func:`reap_waits_for`) or registering
+(:func:`refuse_sigchld`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import threading
-from typing import List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
+from .._contract import ChildCallback
+from .._errors import UnsupportedLoopError
 from ._adapter import LoopAdapter
-from ._util import class_name
+from ._identity import class_name, distribution_version, family
 from .own_reapers import own_reapers
 from .rloop_adapter import RloopAdapter
 
 if sys.version_info >= (3, 14):
-    from .stdlib_private import StdlibAdapter
+    from .stdlib_3_14_plus import StdlibAdapter
 else:
-    from .stdlib_policy import StdlibAdapter
+    from .stdlib_3_9_to_3_13 import StdlibAdapter
 
 __all__ = [
     "LoopAdapter",
     "StdlibAdapter",
     "adapter_for",
     "adapters",
+    "class_name",
+    "distribution_version",
+    "family",
     "no_adapter_reason",
+    "popen_of",
+    "reap_waits_for",
+    "refuse_sigchld",
     "register_loop_adapter",
+    "sigchld_refusal",
     "stdlib_adapter",
 ]
 
@@ -100,3 +117,52 @@ def adapter_for(loop: asyncio.AbstractEventLoop) -> Optional[LoopAdapter]:
         if adapter.matches(loop):
             return adapter
     return None
+
+
+def sigchld_refusal(
+    adapter: LoopAdapter, loop: asyncio.AbstractEventLoop, through_loop: bool
+) -> Optional[str]:
+    """Why ``adapter``'s ``loop`` forbids SIGCHLD watchers, or None: all of them
+    (:meth:`LoopAdapter.sigchld_refusal`), or, if ``through_loop``, those whose
+    handler goes through the loop's ``add_signal_handler`` (Safe and Fast:
+    :meth:`LoopAdapter.signal_handler_refusal`)."""
+    reason = adapter.sigchld_refusal(loop)
+    if reason is None and through_loop:
+        reason = adapter.signal_handler_refusal(loop)
+    return reason
+
+
+def refuse_sigchld(watcher_name: str, loop: asyncio.AbstractEventLoop, through_loop: bool = False) -> None:
+    """Raise :class:`UnsupportedLoopError` if ``loop`` forbids the SIGCHLD watcher
+    ``watcher_name`` (``through_loop``: see :func:`sigchld_refusal`)."""
+    adapter = adapter_for(loop)
+    if adapter is None:
+        return
+    reason = sigchld_refusal(adapter, loop, through_loop)
+    if reason is not None:
+        raise UnsupportedLoopError(
+            f"{watcher_name} cannot run on {adapter.name} ({class_name(loop)}): {reason}"
+        )
+
+
+def popen_of(pid: int, args: Tuple[Any, ...]) -> Optional[subprocess.Popen[Any]]:
+    """The :class:`subprocess.Popen` of child ``pid`` among a callback's arguments:
+    one of them, or the one an asyncio subprocess transport among them holds
+    (``transport._proc``: stdlib asyncio's on every Python, and the loops
+    derived from it)."""
+    for arg in args:
+        for candidate in (arg, getattr(arg, "_proc", None)):
+            if isinstance(candidate, subprocess.Popen) and candidate.pid == pid:
+                return candidate
+    return None
+
+
+def reap_waits_for(
+    callback: ChildCallback, args: Tuple[Any, ...]
+) -> Optional[Tuple[asyncio.AbstractEventLoop, Callable[[], bool]]]:
+    """If the child just delivered to ``callback(pid, returncode, *args)`` must
+    stay a zombie until a loop's own bookkeeping has learnt its status:
+    ``(loop, learnt)``, the loop in whose thread to wait and a test to run
+    there, else None (reap at once).  Only the stdlib adapter asks for such a
+    wait (:meth:`LoopAdapter.reap_waits_for`)."""
+    return _stdlib.reap_waits_for(callback, args)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import Optional
+from typing import Any, Callable, Optional, Tuple
 
-from .._contract import AbstractChildWatcher
+from .._contract import AbstractChildWatcher, ChildCallback
 
 
 class LoopAdapter(abc.ABC):
@@ -57,4 +57,14 @@ class LoopAdapter(abc.ABC):
 
     def current_watcher_name(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         """The class name of whatever reaps ``loop``'s subprocesses now, without side effects."""
+        return None
+
+    def reap_waits_for(
+        self, callback: ChildCallback, args: Tuple[Any, ...]
+    ) -> Optional[Tuple[asyncio.AbstractEventLoop, Callable[[], bool]]]:
+        """For a child delivered to ``callback(pid, returncode, *args)``, where
+        ``callback`` is this family's loop's own: ``(loop, learnt)`` if the
+        child must stay a zombie until ``learnt()`` is true in ``loop``'s
+        thread (the loop learns the status later than its callback runs), else
+        None (reap at once)."""
         return None

@@ -13,7 +13,7 @@ import asyncio
 from typing import Optional
 
 from ._adapter import LoopAdapter
-from ._util import distribution_version, family
+from ._identity import distribution_version, family
 
 
 def reaps_itself(name: str, how: str) -> str:

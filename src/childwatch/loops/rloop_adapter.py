@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .._contract import AbstractChildWatcher
 from ._adapter import LoopAdapter
-from ._util import class_name, distribution_version, family
+from ._identity import class_name, distribution_version, family
 
 _HOOK = "_watcher_child"
 _lock = threading.Lock()

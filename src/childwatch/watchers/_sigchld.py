@@ -1,4 +1,16 @@
-"""Shared by Safe and Fast: SIGCHLD delivered through the loop's add_signal_handler."""
+"""The SIGCHLD watchers' base: the scans that Safe, Fast and MultiLoop share, and
+the loop-side handler that Safe and Fast share.
+
+A SIGCHLD tells that some child exited, not which: a scan asks
+``waitid(P_ALL, WNOWAIT)`` for the exited children one by one
+(:meth:`SigchldWatcher._scan_visible_exits`, the one scan loop), which costs
+O(1) per exit as long as the exited children it shows are the watcher's own.
+An exited child of someone else's hides the others (the kernel shows the
+same one until it is reaped): then every registered pid is checked
+(:meth:`SigchldWatcher._check_all`, O(registered)).  A child reaped behind
+the watcher's back raises a SIGCHLD that shows nothing: every pid is checked
+within :func:`~._base.theft_check_delay` of such a signal (the theft timer).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +21,19 @@ import weakref
 from types import FrameType
 from typing import Any, Callable, List, Optional, Tuple
 
-from .._contract import is_event_loop
+from .._contract import call_in_loop, check_loop, is_event_loop, running_loop
 from .._gevent import refuse_under_gevent
-from .._loop_rules import refuse_sigchld
-from ._base import Entry, WatcherBase, call_soon_on, check_loop, running_loop
+from .._syscalls import child_status, peek_any
+from .._syscalls import reap as reap_child
+from ..loops import refuse_sigchld
+from ._base import REAP_QUEUED, Entry, WatcherBase, theft_check_delay
+
+CLEAR = "clear"
+"""A scan ended with no exited child left in view."""
+BUSY = "busy"
+"""A scan stopped at an exited child of ours still being delivered: its reap rescans."""
+HIDDEN = "hidden"
+"""A scan stopped at an exited child that is not ours: it hides the others."""
 
 
 def _is_foreign(handler: Any) -> bool:
@@ -36,11 +57,12 @@ class _LoopSigchld:
     when it goes (so is one installed after it).
     """
 
-    __slots__ = ("__weakref__", "loop", "previous", "watchers")
+    __slots__ = ("__weakref__", "loop", "previous", "scan_queued", "watchers")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)
         self.watchers: List[LoopSigchldWatcher] = []
+        self.scan_queued = False
         previous = signal.getsignal(signal.SIGCHLD)
         loop.add_signal_handler(signal.SIGCHLD, self._dispatch)
         self.previous: Optional[Callable[[int, Optional[FrameType]], Any]] = (
@@ -48,11 +70,19 @@ class _LoopSigchld:
         )
 
     def _dispatch(self) -> None:
-        # In the loop's thread, once per signal byte.
-        for watcher in list(self.watchers):
-            watcher._on_sigchld()
+        # In the loop's thread, once per signal byte.  The bytes of one wake-up
+        # are handled in a row, and one scan queued after them serves them all.
+        loop = self.loop()
+        if not self.scan_queued and loop is not None:
+            self.scan_queued = True
+            loop.call_soon(self._scan)
         if self.previous is not None:
             self.previous(signal.SIGCHLD, None)  # the Python handler ours replaced
+
+    def _scan(self) -> None:
+        self.scan_queued = False  # first: a signal from now on queues a scan of its own
+        for watcher in list(self.watchers):
+            watcher._on_sigchld()
 
     def remove(self, loop: asyncio.AbstractEventLoop) -> None:
         """Take the handler off the loop (which resets SIGCHLD to SIG_DFL): put back
@@ -78,7 +108,127 @@ def _hub_of(loop: asyncio.AbstractEventLoop) -> Optional[_LoopSigchld]:
     return hub if hub is not None and hub.loop() is loop else None
 
 
-class LoopSigchldWatcher(WatcherBase):
+class SigchldWatcher(WatcherBase):
+    """The scans of a watcher woken by SIGCHLD (Safe, Fast, MultiLoop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The pending check for children reaped behind our back: (its loop, its timer).
+        self._theft_timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = None
+        # Children found exited at registration, to deliver from the loop: (the loop, its batch).
+        self._exited_early: Optional[Tuple[asyncio.AbstractEventLoop, List[Tuple[Entry, int, bool]]]] = None
+
+    def _after_fork_in_child(self) -> None:
+        self._theft_timer = None
+        self._exited_early = None
+        super()._after_fork_in_child()
+
+    def _deliver_early(
+        self, loop: asyncio.AbstractEventLoop, entry: Entry, returncode: int, reap: bool
+    ) -> None:
+        """``entry``, just registered from (or for) the open ``loop``, had exited
+        already: its SIGCHLD came before it was ours.  Deliver it from the loop,
+        with the others found so before the loop gets to them (one callback for
+        them all), with the status read at registration (lock held)."""
+        batch = self._exited_early
+        if batch is None or batch[0] is not loop:
+            batch = (loop, [])
+            call_in_loop(loop, self._deliver_exited_early, batch[1])
+            self._exited_early = batch
+        batch[1].append((entry, returncode, reap))
+
+    def _deliver_exited_early(self, batch: List[Tuple[Entry, int, bool]]) -> None:
+        """In the loop: deliver a batch of :meth:`_deliver_early` (those removed or
+        re-registered since, claimed no more, are not).  A batch is delivered
+        once: by its own callback, or first by a scan that comes before it
+        (:meth:`LoopSigchldWatcher._on_sigchld`), which empties it."""
+        with self._lock:
+            if self._exited_early is not None and self._exited_early[1] is batch:
+                self._exited_early = None  # closed: a registration now starts a new batch
+            items = batch[:]
+            batch.clear()
+        for entry, returncode, reap in items:
+            claimed = self._claim(entry.pid, entry)
+            if claimed is not None:
+                self._deliver(claimed, returncode, reap)
+
+    def _scan_visible_exits(self, here: Optional[asyncio.AbstractEventLoop]) -> str:
+        """Deliver our exited children, as ``waitid(P_ALL, WNOWAIT)`` shows them one by one.
+
+        ``here``: the loop whose callback runs the scan (None: a signal
+        handler).  Returns why it stopped: :data:`CLEAR`, :data:`BUSY` or
+        :data:`HIDDEN`.  An exited child of ours whose reap was queued on a loop
+        that closed before running it is reaped here, and the scan goes on.
+        """
+        while True:
+            found = peek_any()
+            if found is None:
+                return CLEAR
+            pid, returncode = found
+            with self._lock:
+                entry = self._claim(pid)
+                if entry is None:
+                    stop = self._unclaimable(pid, returncode)
+            if entry is not None:
+                self._dispatch_found(entry, returncode, here)
+            elif stop is not None:
+                return stop
+
+    def _unclaimable(self, pid: int, returncode: int) -> Optional[str]:
+        """The scan met exited child ``pid``, which it cannot claim (lock held):
+        why it stops there, or None if it goes on (the child is reaped now)."""
+        entry = self._table.get(pid)
+        if entry is None:
+            return self._foreign_exit(pid, returncode)
+        hop = entry.hop
+        if hop is None or not hop.is_closed() or entry.state is not REAP_QUEUED:
+            # (One handed to a loop that closed before delivering it stays, to be registered again.)
+            return BUSY
+        del self._table[pid]
+        reap_child(pid)
+        return None
+
+    def _foreign_exit(self, pid: int, returncode: int) -> Optional[str]:
+        """The scan met the exited child of someone else (lock held): :data:`HIDDEN`
+        (it stops there), or None if the watcher reaped it (Fast)."""
+        return HIDDEN
+
+    def _dispatch_found(
+        self, entry: Entry, returncode: int, here: Optional[asyncio.AbstractEventLoop]
+    ) -> None:
+        """Deliver the claimed ``entry`` a scan found (Safe, Fast: right here, in
+        the attached loop's thread)."""
+        self._deliver(entry, returncode)
+
+    def _check_all(self) -> None:
+        """Check every registered pid: O(registered children)."""
+        with self._lock:
+            entries = self._registered_entries()
+        for entry in entries:
+            # Only that very entry: one registered since checked itself.
+            self._deliver_if_exited(entry.pid, entry)
+
+    def _schedule_theft_check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Check every registered pid on ``loop`` within :func:`~._base.theft_check_delay`,
+        unless such a check is pending already."""
+        timer = self._theft_timer
+        if timer is None or timer[0].is_closed():
+            delay = theft_check_delay(self._registered)
+            self._theft_timer = (loop, loop.call_later(delay, self._theft_check_now))
+
+    def _cancel_theft_check(self) -> None:
+        """Drop the pending check (call it in its loop's thread)."""
+        timer, self._theft_timer = self._theft_timer, None
+        if timer is not None:
+            timer[1].cancel()
+
+    def _theft_check_now(self) -> None:
+        self._theft_timer = None
+        if not self._closed:
+            self._check_all()
+
+
+class LoopSigchldWatcher(SigchldWatcher):
     """A watcher woken by SIGCHLD on the loop it is attached to.
 
     Callbacks run in that loop's thread.  With no loop attached (or the
@@ -92,12 +242,6 @@ class LoopSigchldWatcher(WatcherBase):
     def __init__(self) -> None:
         super().__init__()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        # Children found exited at registration, to check from the loop: (the loop, its batch).
-        self._exited_early: Optional[Tuple[asyncio.AbstractEventLoop, List[Entry]]] = None
-
-    def _after_fork_in_child(self) -> None:
-        self._exited_early = None
-        super()._after_fork_in_child()
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         """Listen for SIGCHLD on ``loop`` (None: on no loop).  Attaching a closed
@@ -122,9 +266,9 @@ class LoopSigchldWatcher(WatcherBase):
             hub.watchers.append(self)
             self._loop = loop
             self._closed = False
-            if self._entries:
+            if self._registered:
                 # Children may have exited while no loop listened.
-                loop.call_soon_threadsafe(self._check_all)
+                call_in_loop(loop, self._check_all)
 
     def is_active(self) -> bool:
         """True if attached to a running loop, or if the first registration will
@@ -151,53 +295,49 @@ class LoopSigchldWatcher(WatcherBase):
             self._detach()
 
     def _watch(self, entry: Entry) -> None:
-        if self._loop is None or self._loop.is_closed():
+        loop = self._loop
+        if loop is None or loop.is_closed():
             # asyncio.Runner(loop_factory=...) and 3.14+ loops never attach us.
-            loop = running_loop()
+            loop = entry.loop
             if loop is None:
                 raise RuntimeError(
                     f"{type(self).__name__} needs an event loop: call attach_loop(loop) "
                     "or register children from a running loop"
                 )
             self.attach_loop(loop)
-        assert self._loop is not None
-        exited = self._probe(entry.pid)
-        self._entries[entry.pid] = entry
-        if exited:
-            # Its SIGCHLD came before it was ours: deliver it from the loop, with the
-            # others found so before the loop gets to them (one callback for them all).
-            batch = self._exited_early
-            if batch is None or batch[0] is not self._loop:
-                batch = (self._loop, [])
-                call_soon_on(self._loop, self._check_exited_early, batch[1])
-                self._exited_early = batch
-            batch[1].append(entry)
+        returncode, reap = self._status_at_registration(entry.pid)
+        self._admit(entry)
+        if returncode is not None:
+            self._deliver_early(loop, entry, returncode, reap)
 
-    def _check_exited_early(self, entries: List[Entry]) -> None:
-        with self._lock:
-            if self._exited_early is not None and self._exited_early[1] is entries:
-                self._exited_early = None  # closed: a registration now starts a new batch
-        for entry in entries:
-            self._check(entry.pid, entry)
+    def _status_at_registration(self, pid: int) -> Tuple[Optional[int], bool]:
+        """``(returncode, reap)`` of child ``pid`` being registered (lock held):
+        the returncode None while it runs; ``reap`` False if the watcher reaped
+        it already (Fast).  Raises ChildProcessError if ``pid`` is not our child."""
+        return child_status(pid), True
 
     def _on_sigchld(self) -> None:
         # Called by the loop's shared handler: a scan that finds nothing costs one waitid().
         if self._closed:
             return
+        early = self._exited_early
+        if early is not None and early[0] is self._loop:
+            # Delivered first, with the statuses already read: the scan need not find them.
+            self._deliver_exited_early(early[1])
         self._scan()
-        if self._entries and self._loop is not None:
+        if self._registered and self._loop is not None:
             self._schedule_theft_check(self._loop)
 
     def _after_loop_delivery(self) -> None:
         # A child reaped late (after its asyncio transport learnt the status)
         # hid the exits behind it: scan again, in the attached loop's thread.
         loop = self._loop
-        if self._closed or loop is None or loop.is_closed():
+        if self._closed or loop is None:
             return
         if loop is running_loop():
             self._scan()
         else:
-            loop.call_soon_threadsafe(self._scan)
+            call_in_loop(loop, self._scan)
 
     def _scan(self) -> None:
         """Deliver the exits a SIGCHLD announced."""

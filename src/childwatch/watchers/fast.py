@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
-from .._status import logger, peek, peek_any, release
+from .._errors import logger
+from .._syscalls import peek, reap
 from ._base import Entry
 from ._sigchld import LoopSigchldWatcher
 
@@ -29,55 +30,50 @@ class FastChildWatcher(LoopSigchldWatcher):
         super().__init__()
         self._early: Dict[int, int] = {}
 
-    def _probe(self, pid: int) -> bool:
-        """Called with the lock held, at registration."""
-        if pid in self._early:
+    def _status_at_registration(self, pid: int) -> Tuple[Optional[int], bool]:
+        returncode = self._early.get(pid)
+        if returncode is not None:
             try:
                 peek(pid)
             except ChildProcessError:
-                return True  # no such child now: the remembered status is this pid's
+                return returncode, False  # no such child now: the remembered status is this pid's
             # A live child has this pid: the memory belongs to an earlier process
             # that had the same pid, and must not be delivered to this one.
             del self._early[pid]
-        return super()._probe(pid)
+        return super()._status_at_registration(pid)
 
-    def _check(self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None) -> bool:
+    def _claim(self, pid: int, entry: Optional[Entry] = None) -> Optional[Entry]:
+        with self._lock:
+            claimed = super()._claim(pid, entry)
+            if claimed is not None:
+                self._early.pop(pid, None)  # delivered now: remembered no more
+            return claimed
+
+    def _deliver_if_exited(
+        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None
+    ) -> bool:
+        # A remembered status is this pid's: Fast reaped the child already.
         with self._lock:
             returncode = self._early.get(pid)
             claimed = None if returncode is None else self._claim(pid, entry)
-            if claimed is not None:
-                del self._early[pid]
         if returncode is None:
-            return super()._check(pid, entry, pidfd)
+            return super()._deliver_if_exited(pid, entry, pidfd)
         if claimed is not None:
             self._deliver(claimed, returncode, reap=False)
         return True
 
     def _scan(self) -> None:
-        while True:
-            found = peek_any()
-            if found is None:
-                return
-            pid, returncode = found
-            with self._lock:
-                entry = self._claim(pid)
-                if entry is None:
-                    if pid in self._delivering:
-                        if self._in_flight(pid):
-                            return  # ours, its reap is due in a loop: that reap rescans
-                        continue  # its loop closed: reaped just now
-                    release(pid)
-                    self._remember(pid, returncode)
-            if entry is not None:
-                self._deliver(entry, returncode)
+        self._scan_visible_exits(self._loop)
 
-    def _remember(self, pid: int, returncode: int) -> None:
+    def _foreign_exit(self, pid: int, returncode: int) -> Optional[str]:
+        reap(pid)
         self._early.pop(pid, None)
         self._early[pid] = returncode
         if len(self._early) > EARLY_EXITS_MAX:
             forgotten = next(iter(self._early))
             del self._early[forgotten]
             logger.debug("FastChildWatcher forgot the status of unregistered pid %d", forgotten)
+        return None
 
     def _after_fork_in_child(self) -> None:
         self._early.clear()

@@ -8,12 +8,14 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
+from .._contract import check_loop, running_loop
 from .._gevent import refuse_under_gevent
-from .._loop_rules import refuse_sigchld
-from .._status import peek_any
-from ._base import Entry, WatcherBase, check_loop, running_loop
+from .._syscalls import child_status
+from ..loops import refuse_sigchld
+from ._base import REGISTERED, Entry
+from ._sigchld import BUSY, HIDDEN, SigchldWatcher
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
@@ -105,9 +107,12 @@ class _MainThreadWakeup:
     def __init__(self) -> None:
         self._pipe: Optional[Tuple[int, int]] = None
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._last: Callable[[], Optional[asyncio.AbstractEventLoop]] = lambda: None  # the loop armed last
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make ``loop``, running in the main thread, wake up for SIGCHLD."""
+        if self._pipe is not None and self._last() is loop:
+            return  # (a registration after another from the same loop)
         if self._pipe is None:
             r, w = os.pipe()
             os.set_blocking(r, False)
@@ -122,6 +127,7 @@ class _MainThreadWakeup:
         if loop not in self._loops:
             loop.add_reader(self._pipe[0], self._drain)
             self._loops.add(loop)
+        self._last = weakref.ref(loop)
 
     def _drain(self) -> None:
         if self._pipe is None:
@@ -146,6 +152,7 @@ class _MainThreadWakeup:
             if not loop.is_closed():
                 loop.remove_reader(r)
         self._loops.clear()
+        self._last = lambda: None
         os.close(r)
         os.close(w)
 
@@ -153,7 +160,7 @@ class _MainThreadWakeup:
 _wakeup = _MainThreadWakeup()
 
 
-class MultiLoopChildWatcher(WatcherBase):
+class MultiLoopChildWatcher(SigchldWatcher):
     """A ``signal.signal(SIGCHLD)`` handler shared by every loop and thread.
 
     The handler is installed from the main thread, by :meth:`attach_loop` or
@@ -185,7 +192,7 @@ class MultiLoopChildWatcher(WatcherBase):
         self._rescan = False
         self._theft_due = False  # a SIGCHLD arrived since every pid was last checked
         self._signals = 0  # SIGCHLDs handled so far (only ever grows)
-        self._exited_at_probe: Set[int] = set()  # registering now, and found exited
+        self._exited_at_probe: Dict[int, int] = {}  # registering now, and found exited: their returncodes
         # Entries registered outside any loop (a superset: claimed ones leave lazily).
         self._loopless: Dict[int, Entry] = {}
         # The last loop found to allow SIGCHLD handlers.
@@ -207,7 +214,16 @@ class MultiLoopChildWatcher(WatcherBase):
         return self._installed or threading.current_thread() is threading.main_thread()
 
     # Never call back from inside a signal handler: hand over to the loop.
-    _dispatch = WatcherBase._dispatch_to_loop
+    _dispatch = SigchldWatcher._dispatch_to_loop
+
+    def _dispatch_found(
+        self, entry: Entry, returncode: int, here: Optional[asyncio.AbstractEventLoop]
+    ) -> None:
+        # A scan in a loop's callback delivers that loop's children at once.
+        if here is not None and entry.loop is here:
+            self._deliver(entry, returncode)
+        else:
+            self._dispatch_to_loop(entry, returncode)
 
     def _after_fork_in_child(self) -> None:
         self._scanning = threading.Lock()
@@ -234,7 +250,7 @@ class MultiLoopChildWatcher(WatcherBase):
             _process_sigchld.leave(self)
 
     def _unwatch(self, entry: Entry) -> None:
-        if not self._entries:
+        if not self._registered:
             _busy.discard(self)
 
     def _watch(self, entry: Entry) -> None:
@@ -243,46 +259,57 @@ class MultiLoopChildWatcher(WatcherBase):
             refuse_sigchld(type(self).__name__, loop)
             self._allowed = weakref.ref(loop)
         self._install()
-        if self._probe(entry.pid):
-            self._exited_at_probe.add(entry.pid)
+        returncode = child_status(entry.pid)
         if loop is not None and threading.current_thread() is threading.main_thread():
             _wakeup.arm(loop)  # may raise (no fd left): nothing is registered then
-        self._entries[entry.pid] = entry
+        self._admit(entry)
         _busy.add(self)
         if loop is None:
             self._loopless[entry.pid] = entry
+            if returncode is not None:
+                self._exited_at_probe[entry.pid] = returncode  # delivered once registered
+        elif returncode is not None:
+            self._deliver_early(loop, entry, returncode, True)
 
     def _check_loopless(self) -> None:
         """Check the children registered outside any loop: no loop rescans for them."""
         with self._lock:
             for pid, entry in list(self._loopless.items()):
-                if self._entries.get(pid) is not entry:
+                if self._table.get(pid) is not entry or entry.state is not REGISTERED:
                     del self._loopless[pid]
-            pids = list(self._loopless)
-        for pid in pids:
-            self._check(pid)
+            entries = list(self._loopless.values())
+        for entry in entries:
+            self._deliver_if_exited(entry.pid, entry)
 
     def add_child_handler(self, pid: int, callback: Callable[..., object], *args: Any) -> None:
         signals = self._signals
         super().add_child_handler(pid, callback, *args)
-        # A child that exited before it was registered raised no SIGCHLD we will see, and one
-        # handled while it was being registered may have met its exit before it was in the
+        # A child that exited before it was registered raised no SIGCHLD we will see:
+        # it is delivered with the status read at registration, from its loop
+        # (:meth:`_deliver_early`), or without one right here, now.  One handled
+        # while it was being registered may have met its exit before it was in the
         # table: check it then.  Otherwise it exits later, and that SIGCHLD's scan finds it.
-        if self._signals != signals or pid in self._exited_at_probe:
-            self._exited_at_probe.discard(pid)
-            self._check(pid)
+        returncode = self._exited_at_probe.pop(pid, None)
+        if returncode is not None:
+            self._deliver_exit(pid, None, returncode)
+        elif self._signals != signals:
+            self._deliver_if_exited(pid)
+
+    def _deliver_exited_early(self, batch: List[Tuple[Entry, int, bool]]) -> None:
+        super()._deliver_exited_early(batch)
+        self._after_loop_delivery()
 
     def _on_sigchld(self) -> None:
         """Called by the shared handler, in the main thread between bytecodes."""
         self._signals += 1
-        if not self._closed:
+        if not self._closed and self._table:  # with nothing in the table there is nothing to deliver
             self._theft_due = True
             self._guarded_scan(None)
 
     def _after_loop_delivery(self) -> None:
         # The child just reaped in the loop's thread hid the exits behind it:
         # those registered from this loop are delivered right here.
-        if not self._closed and self._entries:
+        if not self._closed and self._registered:
             self._guarded_scan(running_loop())
         self._leave_busy_if_idle()
         _wakeup.disarm_if_idle()
@@ -309,7 +336,7 @@ class MultiLoopChildWatcher(WatcherBase):
 
     def _leave_busy_if_idle(self) -> None:
         with self._lock:
-            if not self._entries:
+            if not self._registered:
                 _busy.discard(self)  # nothing left to deliver: collectable once abandoned
 
     def _scan(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> None:
@@ -317,28 +344,17 @@ class MultiLoopChildWatcher(WatcherBase):
         foreign zombie hides the view, and after a SIGCHLD once the view is
         empty (a child reaped behind our back shows only then): at once in the
         signal handler, within THEFT_CHECK_DELAY when a loop scans."""
-        while True:
-            found = peek_any()
-            if found is None:
-                break
-            pid, returncode = found
-            entry = self._claim(pid)
-            if entry is None:
-                if self._in_flight(pid):
-                    # Ours, being delivered in its loop: the reap there rescans.
-                    # Children registered outside any loop have no such rescan.
-                    self._check_loopless()
-                    return
-                self._theft_due = False
-                self._check_all()
-                return
-            if in_loop is not None and entry.loop is in_loop:
-                self._deliver(entry, returncode)
-            else:
-                self._dispatch(entry, returncode)
-        if self._theft_due:
+        stop = self._scan_visible_exits(in_loop)
+        if stop is BUSY:
+            # Ours, being delivered in its loop: the reap there rescans.
+            # Children registered outside any loop have no such rescan.
+            self._check_loopless()
+        elif stop is HIDDEN:
             self._theft_due = False
-            if not self._entries:
+            self._check_all()
+        elif self._theft_due:
+            self._theft_due = False
+            if not self._registered:
                 return
             if in_loop is None:
                 self._check_all()  # the signal handler: there is no loop to defer it on

@@ -11,8 +11,9 @@ import select
 from typing import Callable, Dict, Optional, Tuple
 
 from .. import _fds
-from .._syscalls import pidfd_open
-from ._base import Entry, WatcherBase, check_loop, running_loop
+from .._contract import call_in_loop, check_loop, running_loop
+from .._syscalls import child_status, open_pidfd
+from ._base import REGISTERED, Entry, WatcherBase
 
 
 class _Poller:
@@ -35,12 +36,12 @@ class _Poller:
 def _in_loop_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[_Poller], None], poller: _Poller) -> None:
     """``fn(poller)`` now if no other thread runs ``loop`` (its reader list is
     then ours to change), else in the loop's thread."""
-    if loop.is_closed() or loop is running_loop() or not loop.is_running():
-        fn(poller)
-        return
-    try:
-        loop.call_soon_threadsafe(fn, poller)
-    except RuntimeError:  # the loop closed meanwhile
+    if (
+        loop.is_closed()
+        or loop is running_loop()
+        or not loop.is_running()
+        or not call_in_loop(loop, fn, poller)
+    ):
         fn(poller)
 
 
@@ -90,10 +91,10 @@ class PidfdChildWatcher(WatcherBase):
                 "PidfdChildWatcher needs an event loop: register children from a "
                 "running loop or call attach_loop(loop) first"
             )
-        self._probe(entry.pid)
+        child_status(entry.pid)
         poller = self._pollers.get(loop) or self._new_poller(loop)
         try:
-            fd = pidfd_open(entry.pid)
+            fd = open_pidfd(entry.pid)
         except OSError as exc:
             raise type(exc)(
                 exc.errno, f"pidfd_open({entry.pid}) failed: {exc.strerror}; {self._advice(exc)}"
@@ -105,7 +106,7 @@ class PidfdChildWatcher(WatcherBase):
             raise
         entry.handle = (poller, fd)
         poller.by_fd[fd] = entry
-        self._entries[entry.pid] = entry
+        self._admit(entry)
 
     def _advice(self, exc: OSError) -> str:
         """What to do about ``pidfd_open``'s failure (lock held)."""
@@ -154,9 +155,10 @@ class PidfdChildWatcher(WatcherBase):
                 continue  # removed meanwhile: its fd is closed by whoever popped it
             kept = False
             try:
-                if not self._check(entry.pid, entry, fd):  # the status is read through the pidfd
+                if not self._deliver_if_exited(entry.pid, entry, fd):  # the status is read through the pidfd
                     with self._lock:  # readable, yet no exit to see: keep watching
-                        kept = self._entries.get(entry.pid) is entry and not poller.epoll.closed
+                        kept = entry.state is REGISTERED and self._table.get(entry.pid) is entry
+                        kept = kept and not poller.epoll.closed
                         if kept:
                             poller.by_fd[fd] = entry
             finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._sigchld import LoopSigchldWatcher
+from ._sigchld import HIDDEN, LoopSigchldWatcher
 
 
 class SafeChildWatcher(LoopSigchldWatcher):
@@ -16,5 +16,6 @@ class SafeChildWatcher(LoopSigchldWatcher):
     """
 
     def _scan(self) -> None:
-        if self._deliver_visible_exits():
+        # With nothing in the table there is nothing to deliver (Fast scans still: it reaps).
+        if self._table and self._scan_visible_exits(self._loop) is HIDDEN:
             self._check_all()

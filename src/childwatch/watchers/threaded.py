@@ -10,17 +10,10 @@ import threading
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import _fds
-from .._status import logger, peek_any
-from .._syscalls import pidfd_open
-from ._base import (
-    THEFT_CHECK_DELAY,
-    THEFT_CHECK_DELAY_PER_CHILD,
-    Entry,
-    WatcherBase,
-    check_loop,
-    exit_of,
-    read_exit,
-)
+from .._contract import call_in_loop, check_loop
+from .._errors import logger
+from .._syscalls import child_status, open_pidfd, peek_any, read_exit
+from ._base import Entry, WatcherBase, exit_of, theft_check_delay
 
 _RETIRE_JOIN_TIMEOUT = 1.0
 """Seconds a loop waits at most for a retiring waiter thread to end (it has
@@ -33,7 +26,7 @@ _FDLESS_FIRST_DELAY = 0.001
 """Seconds the fd-less waiter first waits for an exited child it cannot
 deliver (another code's, or one of ours being delivered) to be reaped before
 it checks its children one by one; the wait doubles while the same child
-stays, up to the theft-check delay of :mod:`._base` for as many children."""
+stays, up to :func:`~._base.theft_check_delay` for as many children."""
 
 Exit = Tuple[Entry, Tuple[bool, Optional[int]]]
 """An entry and what :func:`read_exit` read of it."""
@@ -148,7 +141,7 @@ class ThreadedChildWatcher(WatcherBase):
         check_loop(loop)
 
     def _watch(self, entry: Entry) -> None:
-        self._probe(entry.pid)
+        child_status(entry.pid)
         fd = self._open_pidfd(entry.pid)
         if fd is None:
             if self._fdless_thread is None:
@@ -157,7 +150,7 @@ class ThreadedChildWatcher(WatcherBase):
                 self._fdless_thread = thread
             self._fdless[entry.pid] = entry
         entry.handle = fd
-        self._entries[entry.pid] = entry
+        self._admit(entry)
         if fd is not None:
             assert self._waiter is not None
             self._waiter.queue(True, entry)
@@ -170,10 +163,10 @@ class ThreadedChildWatcher(WatcherBase):
             return None
         fd = None
         try:
-            fd = pidfd_open(pid)
+            fd = open_pidfd(pid)
             if self._waiter is None:
                 self._waiter = _Waiter(self._run)
-        except (AttributeError, OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
+        except (OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
             if fd is not None:
                 os.close(fd)
             logger.debug("cannot poll a pidfd for %d (%s): the fd-less waiter waits for it", pid, exc)
@@ -219,7 +212,7 @@ class ThreadedChildWatcher(WatcherBase):
         self._reaped.set()
 
     def _after_loop_delivery(self) -> None:
-        self._reaped.set()  # a deferred reap (see WatcherBase._reap_after_transport)
+        self._reaped.set()  # a queued reap (see WatcherBase._queue_reap)
 
     def _reporting(self, entry: Entry, deliver: Callable[..., object], *args: Any) -> None:
         """``deliver(*args)`` in a thread of ours: even SystemExit from a callback is reported, not fatal."""
@@ -229,7 +222,7 @@ class ThreadedChildWatcher(WatcherBase):
             self._report(entry, exc)
 
     def _after_fork_in_child(self) -> None:
-        for entry in self._entries.values():
+        for entry in self._table.values():
             if entry.handle is not None:
                 os.close(entry.handle)
         if self._waiter is not None:
@@ -311,8 +304,8 @@ class ThreadedChildWatcher(WatcherBase):
                     continue  # a child of ours was reaped: the head may have moved
                 with self._lock:
                     fdless = list(self._fdless.items())
-                delay = min(2 * delay, max(THEFT_CHECK_DELAY, THEFT_CHECK_DELAY_PER_CHILD * len(fdless)))
-                if self._hand_over([(entry, exit_of(pid, entry)) for pid, entry in fdless]):
+                delay = min(2 * delay, theft_check_delay(len(fdless)))
+                if self._hand_over([(entry, exit_of(entry)) for _, entry in fdless]):
                     return
         except BaseException:
             logger.exception(
@@ -363,10 +356,8 @@ class ThreadedChildWatcher(WatcherBase):
                 self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
         for loop, batch in by_loop.items():
             assert retiring is not None
-            try:
-                loop.call_soon_threadsafe(self._deliver_after, retiring, batch)
-            except RuntimeError:  # the loop closed: deliver here, as _dispatch_to_loop does
-                for entry, returncode in batch:
+            if not call_in_loop(loop, self._deliver_after, retiring, batch):
+                for entry, returncode in batch:  # the loop closed: deliver here, as _dispatch_to_loop does
                     self._reporting(entry, self._deliver_exit, entry.pid, entry, returncode)
 
     def _deliver_after(self, thread: threading.Thread, batch: List[Tuple[Entry, Optional[int]]]) -> None:

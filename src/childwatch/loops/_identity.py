@@ -1,4 +1,4 @@
-"""Small helpers shared by the adapters."""
+"""Who a loop is: its family (top-level package), its class's name, its distribution's version."""
 
 from __future__ import annotations
 

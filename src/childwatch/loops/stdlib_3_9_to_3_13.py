@@ -6,6 +6,9 @@ per-loop :func:`childwatch.set_child_watcher`) so that a watcher set for one
 loop is returned while that loop runs, and the policy's watcher otherwise.
 The process-wide default (no loop) is the policy's own watcher, set through
 the policy as asyncio did (which closes the previous one).
+
+And the loop's subprocess transports learn their child's status later than
+the watcher's callback runs: :meth:`StdlibAdapter.reap_waits_for`.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import platform
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
-from .._contract import AbstractChildWatcher
+from .._contract import AbstractChildWatcher, ChildCallback
 from .._errors import UnsupportedLoopError
 from ._adapter import LoopAdapter
-from ._util import class_name
+from ._identity import class_name
 
 _lock = threading.Lock()
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AbstractChildWatcher] = (
@@ -116,3 +119,24 @@ class StdlibAdapter(LoopAdapter):
 
     def get_default(self) -> Any:
         return _policy_call("get_child_watcher")
+
+    def reap_waits_for(
+        self, callback: ChildCallback, args: Tuple[Any, ...]
+    ) -> Optional[Tuple[asyncio.AbstractEventLoop, Callable[[], bool]]]:
+        """The loop's ``_child_watcher_callback(pid, returncode, transport)`` only
+        *schedules* ``transport._process_exited()``: one loop iteration later on
+        3.9, 3.12 and 3.13, two on 3.10 and 3.11.  Until it has run, a
+        ``kill()`` still signals the pid (3.13.0 without any check), so the
+        child must stay a zombie until the transport knows its returncode:
+        ``(the loop, learnt)``.  Recognised by the callback's name, bound to an
+        asyncio loop, with a subprocess transport as its one argument (a loop
+        derived from the stdlib's, rloop's, calls it so too); None otherwise."""
+        if len(args) != 1 or getattr(callback, "__name__", None) != "_child_watcher_callback":
+            return None
+        loop = getattr(callback, "__self__", None)
+        transport = args[0]
+        if not isinstance(loop, asyncio.AbstractEventLoop) or not isinstance(
+            transport, asyncio.SubprocessTransport
+        ):
+            return None
+        return loop, lambda: transport.get_returncode() is not None

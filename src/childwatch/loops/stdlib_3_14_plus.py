@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from .._contract import AbstractChildWatcher
 from ._adapter import LoopAdapter
-from ._util import class_name
+from ._identity import class_name
 
 _lock = threading.Lock()
 _originals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
