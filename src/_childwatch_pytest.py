@@ -1,7 +1,8 @@
 """childwatch's pytest11 entry point (the plugin named ``childwatch``).
 
 It declares the plugin's command-line option, ini option and markers, then
-loads :mod:`childwatch.pytest_plugin` and hands pytest its hooks and fixtures.
+loads :mod:`childwatch.pytest_plugin` and hands pytest its hooks and fixtures
+(:mod:`childwatch.pytest_plugin.hooks`, :mod:`childwatch.pytest_plugin.fixtures`).
 Where childwatch cannot be imported, or cannot work (no way to read a child's
 exit status without reaping it), it stands in instead: the option and the
 markers still exist, so command lines, ini files and ``--strict-markers`` keep
@@ -21,11 +22,12 @@ INI = "childwatch_loop_impls"
 
 MARKERS = (
     "childwatch_loops(*names): run this test only on these loop implementations "
-    "(asyncio, uvloop, trio-asyncio, or a name given with --loop-impls)",
+    "(asyncio, uvloop, trio-asyncio, another loop the plugin knows, or a name given with --loop-impls)",
     "childwatch_requires(*capabilities, xfail=False, strict=None): skip (or xfail) this test where "
     "the loop it runs on lacks a capability: custom_watcher (alias set_child_watcher), subprocesses, "
     "a watcher class name such as PidfdChildWatcher, or a mechanism (pidfd, waitid, kqueue, sigchld)",
-    "childwatch_isolated: run this test in a pytest process of its own (trio-asyncio tests share one)",
+    "childwatch_isolated: run this test in a pytest process of its own "
+    "(the tests of a loop that patches asyncio, such as trio-asyncio, share one per loop)",
 )
 
 
@@ -38,8 +40,9 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         metavar="NAMES",
         help="comma-separated loop implementations for tests using loop_impl / run_on_loop: "
-        "asyncio, uvloop, trio-asyncio, 'all', or NAME=module:factory "
-        "(default: asyncio and every installed one)",
+        "asyncio, uvloop, trio-asyncio, a PyPI loop the plugin knows (rloop, veloxloop, uringcore, "
+        "zuvloop, talyn, loopmini, rsloop, qasync, asyncio-gevent), 'all' (every installed one), "
+        "or NAME=module:factory (default: asyncio and the installed ones of uvloop and trio-asyncio)",
     )
     parser.addini(INI, help="default for --loop-impls", default="")
 
@@ -67,16 +70,15 @@ def _unavailable() -> Optional[str]:
 UNAVAILABLE = _unavailable()
 
 if UNAVAILABLE is None:
-    from childwatch.pytest_plugin import (  # noqa: F401 (pytest reads them off this module)
-        loop_factory,
-        loop_impl,
+    from childwatch.pytest_plugin.fixtures import loop_factory, loop_impl, run_on_loop
+    from childwatch.pytest_plugin.hooks import (  # noqa: F401 (pytest reads them off this module)
         pytest_addoption,
         pytest_collection_modifyitems,
         pytest_configure,
         pytest_generate_tests,
         pytest_runtest_protocol,
+        pytest_runtest_setup,
         pytest_sessionfinish,
-        run_on_loop,
     )
 else:
 

@@ -17,6 +17,8 @@ from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tup
 import pytest
 
 import childwatch
+from childwatch.pytest_plugin import LoopFactory, LoopRunner, selected_loop_impls, unavailable_reason
+from childwatch.pytest_plugin.integrations import skip_marks
 from spawning import sh
 
 pytest_plugins = ["pytester"]
@@ -33,7 +35,9 @@ SIGCHLD_WATCHERS = (
     childwatch.FastChildWatcher,
     childwatch.MultiLoopChildWatcher,
 )
-LOOP_NAMES = ["asyncio", "uvloop"]
+LOOP_NAMES = ("asyncio", "uvloop")
+"""The loops these tests drive in this process, of those the plugin's ``--loop-impls``
+selects (trio-asyncio patches asyncio: its tests run processes of their own)."""
 TIMEOUT = 60.0
 
 
@@ -175,51 +179,35 @@ class Collector:
 
 
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
-    if name == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
-    return asyncio.new_event_loop()
+    """A fresh loop of the given family (the plugin's factory: skips where it cannot run)."""
+    return LoopFactory(name)()
 
 
 def run(loop_name: str, main: Callable[[], Awaitable[Any]], timeout: float = TIMEOUT) -> Any:
-    """Run ``main()`` on a fresh loop of the given family, bounded by ``timeout``."""
-    loop = new_loop(loop_name)
-    try:
-        return loop.run_until_complete(asyncio.wait_for(main(), timeout))
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
-def installed(loop_name: str) -> bool:
-    if loop_name == "asyncio":
-        return True
-    try:
-        __import__(loop_name)
-    except ImportError:
-        return False
-    return True
+    """Run ``main()`` on a fresh loop of the given family, bounded by ``timeout`` (the plugin's runner)."""
+    return LoopRunner(loop_name)(main, timeout=timeout)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``loop_name`` × ``watcher_cls``: every installed loop, every watcher
-    it supports (SIGCHLD watchers are refused on uvloop: test_watchers.py::test_uvloop_refuses_sigchld_watchers)."""
+    """Parametrise ``loop_name`` × ``watcher_cls``: every loop of :data:`LOOP_NAMES` the plugin
+    selects (one that cannot run here skipped with the reason), every watcher it supports
+    (SIGCHLD watchers are refused on uvloop: test_watchers.py::test_uvloop_refuses_sigchld_watchers)."""
     names = set(metafunc.fixturenames)
-    loops = [name for name in LOOP_NAMES if installed(name)]
-    cls_id = [cls.__name__ for cls in WATCHERS]
+    config = metafunc.config
+    loops = [name for name in selected_loop_impls(config) if name in LOOP_NAMES]
+    marks = {name: skip_marks(unavailable_reason(name, config)) for name in loops}
     if {"loop_name", "watcher_cls"} <= names:
         pairs = [
-            (loop, cls)
+            pytest.param(loop, cls, id=f"{loop}-{cls.__name__}", marks=marks[loop])
             for loop in loops
             for cls in WATCHERS
             if not (loop == "uvloop" and issubclass(cls, SIGCHLD_WATCHERS))
         ]
-        ids = [f"{loop}-{cls.__name__}" for loop, cls in pairs]
-        metafunc.parametrize(("loop_name", "watcher_cls"), pairs, ids=ids)
+        metafunc.parametrize(("loop_name", "watcher_cls"), pairs)
     elif "loop_name" in names:
-        metafunc.parametrize("loop_name", loops)
+        metafunc.parametrize("loop_name", [pytest.param(loop, id=loop, marks=marks[loop]) for loop in loops])
     elif "watcher_cls" in names:
-        metafunc.parametrize("watcher_cls", WATCHERS, ids=cls_id)
+        metafunc.parametrize("watcher_cls", WATCHERS, ids=[cls.__name__ for cls in WATCHERS])
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any, Callable, List, Optional
 
 import childwatch
 from childwatch._gevent import reaping_refusal
-from childwatch._probe_loop import _factory, check_runs_a_coroutine, exit_now
+from childwatch._probe_loop import check_runs_a_coroutine, exit_now, factory_of
 
 failures: List[str] = []
 
@@ -188,7 +188,7 @@ async def main(caps: childwatch.Capabilities) -> None:
 
 def run(family: str) -> int:
     try:
-        new_loop = asyncio.new_event_loop if family == "asyncio" else _factory(__import__(family))
+        new_loop = asyncio.new_event_loop if family == "asyncio" else factory_of(__import__(family))
     except ImportError as exc:  # installed, but broken here (rloop 0.2.1's wheel on PyPy 3.9)
         print(f"unusable: cannot import {family} here: {exc}")
         return 3

@@ -7,7 +7,9 @@ must not be imported into this process.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -19,10 +21,21 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 import childwatch
-from childwatch.pytest_plugin import KNOWN_LOOP_IMPLS, unavailable_reason
+from childwatch._probe_loop import THIRD_PARTY
+from childwatch.pytest_plugin import KNOWN_LOOP_IMPLS
 
 RUN_TIMEOUT = 600.0
-MODULES = {"asyncio": "asyncio", "uvloop": "uvloop", "trio-asyncio": "trio_asyncio"}
+DEFAULT = ("asyncio", "uvloop", "trio-asyncio")
+"""The default selection, those installed (a suite with every PyPI loop installed runs no more)."""
+MODULES = {
+    "asyncio": "asyncio",
+    "uvloop": "uvloop",
+    "trio-asyncio": "trio_asyncio",
+    **{module.replace("_", "-"): module for module in THIRD_PARTY},  # asyncio-gevent: asyncio_gevent
+}
+"""Every loop the plugin knows, and the module it needs."""
+ISOLATED = {"trio-asyncio", "rsloop", "qasync", "asyncio-gevent"}
+"""The loops that patch asyncio or the process, whose tests run in an isolated worker."""
 
 
 def installed(module: str) -> bool:
@@ -49,7 +62,33 @@ needs_anyio = pytest.mark.skipif(not installed("anyio"), reason="anyio is not in
 
 
 def default_impls() -> List[str]:
-    return ["asyncio"] + [name for name in KNOWN_LOOP_IMPLS[1:] if installed(MODULES[name])]
+    return [name for name in DEFAULT if installed(MODULES[name])]
+
+
+def all_impls() -> List[str]:
+    """What ``--loop-impls=all`` selects here: every known loop that is installed."""
+    return [name for name in MODULES if installed(MODULES[name])]
+
+
+@functools.cache
+def _reasons() -> Dict[str, Optional[str]]:
+    # Asked in a fresh process: making the PyPI loops here would leave their process-wide
+    # fds and threads (or, for the isolated ones, their patches) in this one.
+    code = (
+        "import json\n"
+        "from childwatch.pytest_plugin import KNOWN_LOOP_IMPLS, unavailable_reason\n"
+        "print(json.dumps({name: unavailable_reason(name) for name in KNOWN_LOOP_IMPLS}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=600, check=True
+    )
+    reasons: Dict[str, Optional[str]] = json.loads(out.stdout.splitlines()[-1])
+    return reasons
+
+
+def unavailable_reason(name: str) -> Optional[str]:
+    """The plugin's :func:`childwatch.pytest_plugin.unavailable_reason`, asked in a fresh process."""
+    return _reasons()[name]
 
 
 def available(name: str) -> bool:
@@ -65,13 +104,15 @@ needs_xdist = pytest.mark.skipif(not installed("xdist"), reason="pytest-xdist is
 INI = """
 [pytest]
 addopts = -p no:randomly -p no:cacheprovider --strict-markers -v -rA
-filterwarnings = error
+filterwarnings = error{warnings}
 timeout = 300
 """
 
 
-def write_ini(pytester: pytest.Pytester, extra: str = "") -> None:
-    ini = INI + ("asyncio_default_fixture_loop_scope = function\n" if HAVE_PYTEST_ASYNCIO else "")
+def write_ini(pytester: pytest.Pytester, extra: str = "", warnings: str = "") -> None:
+    """The suite's pytest.ini; ``warnings``: further ``filterwarnings`` lines."""
+    ini = INI.format(warnings=warnings)
+    ini += "asyncio_default_fixture_loop_scope = function\n" if HAVE_PYTEST_ASYNCIO else ""
     pytester.makefile(".ini", pytest=ini + extra)
 
 
@@ -276,7 +317,8 @@ def test_selection_by_option_and_ini(suite: pytest.Pytester) -> None:
     )
 
 
-def test_all_and_loops_that_are_not_installed(suite: pytest.Pytester) -> None:
+def test_loops_that_are_not_installed(suite: pytest.Pytester) -> None:
+    """A loop named but not installed is skipped with the reason; ``all`` leaves it out."""
     suite.makeconftest(
         """
         import sys
@@ -284,12 +326,139 @@ def test_all_and_loops_that_are_not_installed(suite: pytest.Pytester) -> None:
         """
     )
     suite.makepyfile(test_suite=MATRIX)
-    result = run(suite, "--loop-impls=all", "-k", "test_matrix")
-    found = outcomes(result)
-    assert found["test_suite.py::test_matrix[asyncio]"] == "PASSED"
-    assert found["test_suite.py::test_matrix[uvloop]"] == "SKIPPED"
-    assert found["test_suite.py::test_matrix[trio-asyncio]"] == expected_outcome("trio-asyncio")
+    result = run(suite, "--loop-impls=asyncio,uvloop,trio-asyncio", "-k", "test_matrix")
+    assert outcomes(result) == {
+        "test_suite.py::test_matrix[asyncio]": "PASSED",
+        "test_suite.py::test_matrix[uvloop]": "SKIPPED",
+        "test_suite.py::test_matrix[trio-asyncio]": expected_outcome("trio-asyncio"),
+    }
     result.stdout.fnmatch_lines(["SKIPPED *: uvloop is not installed"])
+    result = run(suite, "--loop-impls=all", "-k", "test_only_uvloop")
+    assert outcomes(result) == {"test_suite.py::test_only_uvloop[uvloop]": "SKIPPED"}
+    result.stdout.fnmatch_lines(["SKIPPED *uvloop is not selected (--loop-impls / childwatch_loop_impls)"])
+
+
+EVERY_LOOP = """
+import asyncio, os, sys
+import pytest
+
+ISOLATED = {isolated!r}
+
+
+def isolated():
+    return os.getpid() != int(os.environ["SUITE_ROOT_PID"])
+
+
+async def running_module():
+    return type(asyncio.get_running_loop()).__module__
+
+
+async def exit_status(code):
+    proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {{code}}")
+    return await proc.wait()
+
+
+def gevent_patched():
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
+
+
+def test_runs_on_it(loop_impl, run_on_loop):
+    module = run_on_loop(running_module, timeout=60)
+    assert (module.split(".")[0] == "asyncio") == (loop_impl == "asyncio"), module
+    assert isolated() == (loop_impl in ISOLATED)
+    assert gevent_patched() == (loop_impl == "asyncio-gevent")
+    if not isolated():
+        assert not {{"trio_asyncio", "qasync", "rsloop", "asyncio_gevent"}} & set(sys.modules)
+
+
+def test_loop_factory(loop_factory):
+    loop = loop_factory()
+    try:
+        assert loop.run_until_complete(running_module()) == type(loop).__module__
+    finally:
+        loop.close()
+
+
+@pytest.mark.childwatch_requires("subprocesses")
+def test_subprocess(run_on_loop):
+    assert run_on_loop(exit_status, 5, timeout=60) == 5
+"""
+
+
+def test_all_runs_every_installed_loop(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--loop-impls=all``: each known loop installed here, those that patch asyncio or the
+    process in their isolated worker (asyncio-gevent's under gevent's ``patch_all()``), the
+    others in this process; a loop installed that cannot run here is skipped with the reason."""
+    write_ini(suite, warnings="\n    ignore::ResourceWarning")  # rloop 0.5 leaves its self-pipe to the GC
+    suite.makeconftest(ORDER_CONFTEST)
+    suite.makepyfile(test_every_loop=EVERY_LOOP.format(isolated=ISOLATED))
+    monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
+    result = run(suite, "--loop-impls=all")
+    found = outcomes(result)
+    impls = all_impls()
+    expected = {}
+    for name in impls:
+        for test in ("test_runs_on_it", "test_loop_factory"):
+            expected[f"test_every_loop.py::{test}[{name}]"] = expected_outcome(name)
+    subprocess_tests = {node: found.pop(node, None) for node in list(found) if "::test_subprocess[" in node}
+    assert found == expected, result.stdout.str()
+    assert set(subprocess_tests) == {f"test_every_loop.py::test_subprocess[{name}]" for name in impls}
+    assert set(subprocess_tests.values()) <= {"PASSED", "SKIPPED"}, result.stdout.str()  # skipped: lacks them
+    assert subprocess_tests["test_every_loop.py::test_subprocess[asyncio]"] == "PASSED"
+    for name in impls:
+        reason = unavailable_reason(name)
+        if reason is not None:
+            result.stdout.fnmatch_lines([f"SKIPPED *{reason[:60]}*"])
+
+
+def test_a_known_loop_that_cannot_run_here_is_skipped(suite: pytest.Pytester) -> None:
+    """Stand-ins for two PyPI loops, first on the path: rloop's cannot run a coroutine
+    (as loopmini 0.1 on 3.10), qasync's (an isolated loop, asked in a fresh process)
+    cannot be imported: their tests are skipped with the reason, nothing else changes."""
+    suite.makepyfile(
+        rloop="""
+        import asyncio
+
+        class Loop(asyncio.SelectorEventLoop):
+            def create_task(self, coro, **kwargs):
+                raise TypeError("simulated: Task() got an unexpected keyword argument 'eager_start'")
+
+        def new_event_loop():
+            return Loop()
+        """,
+        qasync="""
+        raise ImportError("simulated: no Qt binding")
+        """,
+        test_suite="""
+        def test_loop(loop_impl, run_on_loop):
+            async def main():
+                return 1
+
+            assert run_on_loop(main, timeout=60) == 1
+        """,
+    )
+    result = run(suite, "--loop-impls=asyncio,rloop,qasync")
+    assert outcomes(result) == {
+        "test_suite.py::test_loop[asyncio]": "PASSED",
+        "test_suite.py::test_loop[rloop]": "SKIPPED",
+        "test_suite.py::test_loop[qasync]": "SKIPPED",
+    }, result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED *: rloop: Loop cannot run a coroutine on this Python (TypeError: simulated: *eager_start*",
+            "SKIPPED *: qasync cannot be imported on Python *: ImportError: simulated: no Qt binding",
+        ],
+        consecutive=False,
+    )
+
+
+def test_every_known_loop_is_named() -> None:
+    """The plugin knows asyncio, uvloop, trio-asyncio and the PyPI loops of ``python -m
+    childwatch``, in that order, each by its PyPI name."""
+    assert list(KNOWN_LOOP_IMPLS) == list(MODULES)
+    assert {"rloop", "qasync", "asyncio-gevent"} <= set(KNOWN_LOOP_IMPLS)
 
 
 def test_a_loop_given_as_module_and_factory(suite: pytest.Pytester) -> None:
@@ -582,10 +751,10 @@ def test_mixed_suite_gets_the_right_loop_in_any_order(
     suite.makepyfile(**files)
     monkeypatch.setenv("SUITE_ORDER", order)
     monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
-    result = run(suite, "--loop-impls=all")
+    impls = list(DEFAULT)  # named: the suite knows these loops' modules
+    result = run(suite, f"--loop-impls={','.join(impls)}")
     found = outcomes(result)
 
-    impls = list(KNOWN_LOOP_IMPLS)
     expected = {
         "test_mix_matrix.py::test_stdlib_in_between": "PASSED",
         "test_mix_matrix.py::test_marked_isolated": "PASSED",

@@ -27,7 +27,7 @@ THIRD_PARTY = (
 """Loops from PyPI (by module) that ``python -m childwatch`` reports on when they are installed."""
 
 
-def _factory(module: Any) -> Callable[[], Any]:
+def factory_of(module: Any) -> Callable[[], Any]:
     """The module's ``new_event_loop``, else its policy's; qasync's loop runs in
     a ``QApplication`` (headless with ``QT_QPA_PLATFORM=offscreen``);
     asyncio-gevent's is made after ``gevent.monkey.patch_all()``, as that loop
@@ -86,7 +86,7 @@ def _record(family: str, probe: bool) -> str:
 
         result: str = trio.run(in_trio)
         return result
-    new_loop = _factory(__import__(family))
+    new_loop = factory_of(__import__(family))
     loop = new_loop()
     try:
         check_runs_a_coroutine(loop)

@@ -1,8 +1,10 @@
-"""Isolated pytest workers: run test items in another pytest process, report them here.
+"""Isolated pytest workers and their protocol: run test items in another pytest process, report them here.
 
-Some loops (trio-asyncio) patch asyncio for the whole process that imports
-them, so the plugin runs their tests elsewhere.  A :class:`Worker` is one
-long-lived ``python -m pytest`` process: the parent's command line and options,
+Some loops patch asyncio or the whole process (:attr:`.catalog.LoopImpl.isolated`), so
+the plugin runs their tests elsewhere (:mod:`.isolation` decides which and where).  A
+:class:`Worker` is one long-lived ``python -m pytest`` process (after the loop's
+preamble, if it has one: ``python -c PREAMBLE...`` then pytest's ``__main__``, e.g. for
+gevent's monkey-patching): the parent's command line and options,
 restricted to the modules of the items it may be given (so it collects the same
 items, with the same node ids), plus ``--rootdir``, ``-c``, ``--basetemp``, a
 cache directory and a JUnit XML path of its own, and ``-n 0`` under
@@ -30,7 +32,7 @@ line of JSON.
   (reporting errors as above), ends its session and exits.
 
 The environment variable ``CHILDWATCH_PYTEST_PROBED`` hands the worker the
-parent's answers to "can this loop be imported" (JSON: name → reason or null).
+parent's answers to "can this loop run here" (JSON: name → reason or null).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def channel_from_environment() -> Optional[Tuple[int, int]]:
 
 
 def probed_from_environment() -> Dict[str, Optional[str]]:
-    """The parent's answers to :func:`childwatch.pytest_plugin.unavailable_reason`, popped."""
+    """The parent's answers to :func:`.catalog.unavailable_reason` (by loop name), popped."""
     answers: Dict[str, Optional[str]] = json.loads(os.environ.pop(ENV_PROBED, "{}"))
     return answers
 
@@ -196,12 +198,14 @@ class WorkerSession:
 class Worker:
     """The parent's handle on one worker process (started on first :meth:`run`)."""
 
-    def __init__(self, config: pytest.Config, name: str, modules: Sequence[str]) -> None:
+    def __init__(self, config: pytest.Config, name: str, modules: Sequence[str], preamble: str = "") -> None:
         self.config = config
         self.name = name
         """Names the worker in messages and its directories (e.g. ``trio-asyncio``)."""
         self.modules = list(modules)
         """The files the worker collects."""
+        self.preamble = preamble
+        """Python code the worker runs before pytest is imported."""
         self.starts = 0
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._channel: Optional[_Channel] = None
@@ -226,6 +230,9 @@ class Worker:
                 args.append(f"--junitxml={own}-junit.xml")
         if config.pluginmanager.hasplugin("xdist"):
             args += ["-n", "0"]
+        if self.preamble:
+            main = "import runpy\nrunpy.run_module('pytest', run_name='__main__', alter_sys=True)"
+            return [sys.executable, "-c", f"{self.preamble}\n{main}", *args]
         return [sys.executable, "-m", "pytest", *args]
 
     def _start(self, probed: Dict[str, Optional[str]]) -> None:

@@ -1,0 +1,76 @@
+"""The childwatch pytest plugin: run tests once per event loop implementation.
+
+Registered through the ``pytest11`` entry point (``_childwatch_pytest``), so it is
+active wherever childwatch is installed, and inert until a test uses it: it adds no
+autouse fixture, and its hooks only act on tests that request :func:`loop_impl` (or a
+fixture that depends on it), that carry one of its markers, or that are parametrised
+with the loop factories it hands to pytest-asyncio or anyio.  Importing it imports no
+event loop but the stdlib's.
+
+What it provides:
+
+* fixtures ``loop_impl`` (the name of the loop implementation under test),
+  ``loop_factory`` (a zero-argument callable making a fresh loop of it) and
+  ``run_on_loop`` (runs a coroutine function on a fresh loop of it, then closes
+  the loop); a test that requests any of them runs once per selected
+  implementation, with ids such as ``test_x[uvloop]``;
+* ``--loop-impls`` / the ``childwatch_loop_impls`` ini option selecting the
+  implementations (default: ``asyncio`` and the installed ones of uvloop and
+  trio-asyncio; ``all``: every installed loop the plugin knows, :data:`KNOWN_LOOP_IMPLS`);
+* markers ``childwatch_loops(*names)`` (restrict a test to some
+  implementations), ``childwatch_requires(*capabilities, xfail=False,
+  strict=None)`` (skip or xfail where the loop lacks a capability, as told by
+  :func:`childwatch.capabilities`) and ``childwatch_isolated`` (run the test in
+  a pytest process of its own: a worker for that test only);
+* :func:`loop_factories` for pytest-asyncio's ``pytest_asyncio_loop_factories``
+  hook, and :func:`anyio_backend_fixture` / :func:`anyio_backends` for anyio's
+  ``anyio_backend`` fixture.
+
+Loops that patch asyncio or the process (trio-asyncio, rsloop, qasync, asyncio-gevent)
+run their tests in an isolated worker: one pytest process per session (per xdist
+worker) for each such loop, started on first use and fed test after test; a test
+marked ``childwatch_isolated`` gets a worker of its own.  Their reports are replayed
+in the main process as if they had run there.
+
+The modules, one job each:
+
+* :mod:`.catalog`: the loops known by name, how to make each, which must be isolated,
+  and whether each can run here;
+* :mod:`.selection`: ``--loop-impls``, the ini option, ``childwatch_loops``, and which
+  loop a collected test runs on;
+* :mod:`.state`: the one state object per config, and the public questions asked of it;
+* :mod:`.runners`: :class:`LoopFactory` and :class:`LoopRunner`;
+* :mod:`.fixtures`: ``loop_impl``, ``loop_factory``, ``run_on_loop``;
+* :mod:`.integrations`: pytest-asyncio's loop factories, anyio's backends;
+* :mod:`.requirements`: ``childwatch_requires`` → capabilities → skip or xfail;
+* :mod:`.isolation`: which tests run in a worker, and the session's workers;
+* :mod:`.worker`: one worker process and the protocol it speaks, both sides;
+* :mod:`.hooks`: the pytest hooks, calling the above.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from .catalog import BUILTIN
+from .fixtures import loop_factory, loop_impl, run_on_loop
+from .integrations import anyio_backend_fixture, anyio_backends, loop_factories
+from .runners import LoopFactory, LoopRunner
+from .state import selected_loop_impls, unavailable_reason
+
+__all__ = [
+    "KNOWN_LOOP_IMPLS",
+    "LoopFactory",
+    "LoopRunner",
+    "anyio_backend_fixture",
+    "anyio_backends",
+    "loop_factories",
+    "loop_factory",
+    "loop_impl",
+    "run_on_loop",
+    "selected_loop_impls",
+    "unavailable_reason",
+]
+
+KNOWN_LOOP_IMPLS: Tuple[str, ...] = tuple(BUILTIN)
+"""The loop implementations the plugin knows by name (``--loop-impls=all`` selects the installed ones)."""
