@@ -390,7 +390,13 @@ def test_all_runs_every_installed_loop(suite: pytest.Pytester, monkeypatch: pyte
     """``--loop-impls=all``: each known loop installed here, those that patch asyncio or the
     process in their isolated worker (asyncio-gevent's under gevent's ``patch_all()``), the
     others in this process; a loop installed that cannot run here is skipped with the reason."""
-    write_ini(suite, warnings="\n    ignore::ResourceWarning")  # rloop 0.5 leaves its self-pipe to the GC
+    # Warnings the loops themselves raise: rloop 0.5 leaves its self-pipe to the GC; qasync 0.28
+    # calls asyncio.iscoroutinefunction, deprecated since 3.14.
+    write_ini(
+        suite,
+        warnings="\n    ignore::ResourceWarning"
+        "\n    ignore:'asyncio.iscoroutinefunction' is deprecated:DeprecationWarning",
+    )
     suite.makeconftest(ORDER_CONFTEST)
     suite.makepyfile(test_every_loop=EVERY_LOOP.format(isolated=ISOLATED))
     monkeypatch.delenv("SUITE_ROOT_PID", raising=False)
