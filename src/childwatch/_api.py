@@ -103,11 +103,9 @@ def default_watcher(loop: Optional[asyncio.AbstractEventLoop] = None) -> Abstrac
         return ThreadedChildWatcher()
     caps = capabilities(loop)
     if caps.recommended is None:
-        reasons = dict(caps.watchers)
-        raise UnsupportedLoopError(
-            f"no watcher works on {caps.loop_class}: "
-            + "; ".join(f"{name}: {reasons[name].reason}" for name in RECOMMENDATIONS)
-        )
+        answers = dict(caps.watchers)
+        reasons = dict.fromkeys(str(answers[name].reason) for name in RECOMMENDATIONS)  # each once, in order
+        raise UnsupportedLoopError(f"no watcher works on {caps.loop_class}: " + "; ".join(reasons))
     watcher: AbstractChildWatcher = getattr(watchers, caps.recommended)()
     watcher.attach_loop(loop)
     return watcher

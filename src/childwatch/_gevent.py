@@ -46,5 +46,6 @@ def reaping_refusal() -> Optional[str]:
 
 def refuse_under_gevent(what: str) -> None:
     """Raise :class:`~childwatch.UnsupportedLoopError` for ``what`` while gevent has patched ``os``."""
-    if "gevent.monkey" in sys.modules and patched("os"):
-        raise UnsupportedLoopError(f"{what} cannot work here: {REAPS_EVERY_CHILD}")
+    reason = reaping_refusal()
+    if reason is not None:
+        raise UnsupportedLoopError(f"{what} cannot work here: {reason}")
