@@ -77,6 +77,49 @@ def test_child_exited_before_registration(loop_name: str, make_watcher: Callable
     run(loop_name, main)
 
 
+@pytest.mark.parametrize("cls", [childwatch.SafeChildWatcher, childwatch.FastChildWatcher])
+def test_an_exited_child_is_called_back_before_registration_returns(cls: Any) -> None:
+    """Safe and Fast, as asyncio's namesakes: a child that already exited,
+    registered from the loop's thread, is called back (still a zombie) before
+    add_child_handler returns; registered from another thread, it is called
+    back later, in the loop's thread, and exactly once either way."""
+
+    async def main() -> None:
+        watcher = cls()
+        watcher.attach_loop(asyncio.get_running_loop())
+        try:
+            seen: List[Any] = []
+
+            def callback(pid: int, returncode: int) -> None:
+                seen.append((pid, returncode, state(pid), threading.current_thread().name))
+
+            pid = spawn_exit(7)
+            wait_zombie(pid)
+            watcher.add_child_handler(pid, callback)
+            assert seen == [(pid, 7, "Z", "MainThread")]
+            assert pid not in children()
+
+            other = spawn_exit(9)
+            wait_zombie(other)
+            registrar = threading.Thread(
+                target=watcher.add_child_handler, args=(other, callback), name="registrar"
+            )
+            registrar.start()
+            registrar.join(10)
+            assert len(seen) == 1  # not from the registering thread
+            deadline = time.monotonic() + 10
+            while len(seen) < 2:
+                assert time.monotonic() < deadline, "the early exit was never delivered"
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)  # room for a second, wrong call
+            assert seen[1:] == [(other, 9, "Z", "MainThread")]
+            assert other not in children()
+        finally:
+            watcher.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 def test_many_children_at_once(loop_name: str, make_watcher: Callable[[], Any]) -> None:
     rng = random.Random(7)
 

@@ -33,9 +33,14 @@ REAPS_EVERY_CHILD = (
 )
 
 
+MONKEY = "gevent.monkey"
+"""The module whose import is the first sign of patching (absent from ``sys.modules``:
+nothing is patched, a test cheap enough for every registration)."""
+
+
 def patched(module: str) -> bool:
     """True if gevent's monkey-patching has replaced stdlib ``module`` in this process."""
-    monkey = sys.modules.get("gevent.monkey")
+    monkey = sys.modules.get(MONKEY)
     return monkey is not None and bool(monkey.is_module_patched(module))
 
 

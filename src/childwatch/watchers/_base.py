@@ -44,13 +44,14 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import threading
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback, call_in_loop, is_event_loop, running_loop
 from .._errors import logger
-from .._gevent import refuse_under_gevent
+from .._gevent import MONKEY, refuse_under_gevent
 from .._syscalls import PID_MAX, check_pid, not_a_child, read_exit, reaped_elsewhere
 from .._syscalls import reap as reap_child  # (the methods' ``reap`` is a flag)
 from ..loops import popen_of, reap_waits_for
@@ -196,41 +197,66 @@ class WatcherBase(AbstractChildWatcher):
         once on a busy machine): then the old entry is delivered first, with
         the status its Popen holds (or 255 and a warning), and the new one is
         registered.  On a closed watcher it reopens the watcher (see the
-        lifecycle rule in this module's docstring).
+        lifecycle rule in this module's docstring).  A child that has already
+        exited may be called back before this returns (Safe and Fast, from the
+        loop's thread, as asyncio's namesakes do: see :meth:`_watch`).
         """
         if type(pid) is not int or not 0 < pid <= PID_MAX:
             check_pid(pid)  # raises the precise error
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        refuse_under_gevent(type(self).__name__)
+        if MONKEY in sys.modules:  # (the full test only once gevent is in: registrations stay cheap)
+            refuse_under_gevent(type(self).__name__)
         gone = None
         try:
             with self._lock:
-                entry = self._table.get(pid)
-                if entry is not None and entry.state is REGISTERED:
-                    if self._stale(entry):
-                        self._drop(entry)  # its loop closed: watch it afresh
-                    elif another_process(entry, args):
-                        gone = self._claim(pid, entry)
-                        if gone is not None:
-                            self._unwatch(gone)
-                    else:
-                        entry.callback, entry.args = callback, args
+                old = self._table.get(pid)
+                if old is not None:
+                    register, gone = self._make_room(old, callback, args)
+                    if not register:
                         return
-                    entry = self._table.get(pid)
-                if entry is not None and not another_process(entry, args):
-                    hop = entry.hop
-                    if hop is None or not hop.is_closed() or entry.state is REAP_QUEUED:
-                        raise not_a_child(pid)
-                    # Handed to a loop that closed first: never delivered, watched afresh.
-                # (A delivering entry of another process -- its status went out, someone
-                # reaped it before we did, the pid is a newcomer's -- is replaced: its
-                # queued reap must not touch the newcomer.)
-                self._watch(Entry(pid, callback, args, self._epoch, running_loop()))
+                entry = Entry(pid, callback, args, self._epoch, running_loop())
+                exited = self._watch(entry)
                 self._closed = False  # reopened, now that the registration held
         finally:
             if gone is not None:
                 self._dispatch(gone, None, reap=False)  # the Popen rule gives it its status
+        if exited is not None:
+            claimed = self._claim(pid, entry)  # (None if a scan delivered it meanwhile)
+            if claimed is not None:
+                self._deliver(claimed, *exited)
+
+    def _make_room(
+        self, old: Entry, callback: ChildCallback, args: Tuple[Any, ...]
+    ) -> Tuple[bool, Optional[Entry]]:
+        """A registration of the pid of ``old``, still in the table (lock held):
+        ``(register, gone)``.  ``register`` is False if it only replaced the
+        registered ``old``'s callback and arguments; ``gone`` is ``old`` if it is
+        provably another process (claimed here: the caller delivers it).  Raises
+        :func:`~childwatch._syscalls.not_a_child` if the pid's status went to an
+        earlier callback."""
+        pid, gone = old.pid, None
+        entry: Optional[Entry] = old
+        if old.state is REGISTERED:
+            if self._stale(old):
+                self._drop(old)  # its loop closed: watch it afresh
+            elif another_process(old, args):
+                gone = self._claim(pid, old)
+                if gone is not None:
+                    self._unwatch(gone)
+            else:
+                old.callback, old.args = callback, args
+                return False, None
+            entry = self._table.get(pid)
+        if entry is not None and not another_process(entry, args):
+            hop = entry.hop
+            if hop is None or not hop.is_closed() or entry.state is REAP_QUEUED:
+                raise not_a_child(pid)
+            # Handed to a loop that closed first: never delivered, watched afresh.
+        # (A delivering entry of another process -- its status went out, someone
+        # reaped it before we did, the pid is a newcomer's -- is replaced: its
+        # queued reap must not touch the newcomer.)
+        return True, gone
 
     def remove_child_handler(self, pid: int) -> bool:
         """Stop watching ``pid``; True if it was registered.  The child is not reaped.
@@ -269,10 +295,13 @@ class WatcherBase(AbstractChildWatcher):
 
     # -- for subclasses ---------------------------------------------------
 
-    def _watch(self, entry: Entry) -> None:
+    def _watch(self, entry: Entry) -> Optional[Tuple[int, bool]]:
         """Start watching the new ``entry`` and :meth:`_admit` it (lock held).
 
-        Raises :class:`ChildProcessError` (:func:`~childwatch._syscalls.child_status`)
+        Returns ``(returncode, reap)`` of a child found exited that
+        :meth:`add_child_handler` is to deliver right away, once it has released
+        the lock (None: the watcher delivers it later).  Raises
+        :class:`ChildProcessError` (:func:`~childwatch._syscalls.child_status`)
         if its pid is not our child: nothing is registered then."""
         raise NotImplementedError
 

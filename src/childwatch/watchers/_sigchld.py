@@ -126,8 +126,8 @@ class SigchldWatcher(WatcherBase):
     def _deliver_early(
         self, loop: asyncio.AbstractEventLoop, entry: Entry, returncode: int, reap: bool
     ) -> None:
-        """``entry``, just registered from (or for) the open ``loop``, had exited
-        already: its SIGCHLD came before it was ours.  Deliver it from the loop,
+        """``entry``, just registered for the open ``loop`` (from outside its thread, or
+        by MultiLoop), had exited already: its SIGCHLD came before it was ours.  Deliver it from the loop,
         with the others found so before the loop gets to them (one callback for
         them all), with the status read at registration (lock held)."""
         batch = self._exited_early
@@ -294,9 +294,9 @@ class LoopSigchldWatcher(SigchldWatcher):
         with self._lock:
             self._detach()
 
-    def _watch(self, entry: Entry) -> None:
+    def _watch(self, entry: Entry) -> Optional[Tuple[int, bool]]:
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or (loop is not entry.loop and loop.is_closed()):  # (a running loop is open)
             # asyncio.Runner(loop_factory=...) and 3.14+ loops never attach us.
             loop = entry.loop
             if loop is None:
@@ -307,8 +307,14 @@ class LoopSigchldWatcher(SigchldWatcher):
             self.attach_loop(loop)
         returncode, reap = self._status_at_registration(entry.pid)
         self._admit(entry)
-        if returncode is not None:
-            self._deliver_early(loop, entry, returncode, reap)
+        if returncode is None:
+            return None
+        if loop is entry.loop:
+            # Registered from the loop's own thread: called back before
+            # add_child_handler returns, as asyncio's Safe and Fast do.
+            return returncode, reap
+        self._deliver_early(loop, entry, returncode, reap)
+        return None
 
     def _status_at_registration(self, pid: int) -> Tuple[Optional[int], bool]:
         """``(returncode, reap)`` of child ``pid`` being registered (lock held):
