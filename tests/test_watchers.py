@@ -239,16 +239,22 @@ def test_close_with_children_running(loop_name: str, make_watcher: Callable[[], 
     run(loop_name, main)
 
 
-def test_close_with_a_status_on_its_way(loop_name: str, make_watcher: Callable[[], Any]) -> None:
+def test_close_with_a_status_on_its_way(
+    loop_name: str, make_watcher: Callable[[], Any], tmp_path: Any
+) -> None:
     """close() between a child's exit and its delivery (the Threaded waiter
     has read it and retired, handing it to the loop): no error, no callback,
-    and the zombie is left for us, as for any registered child."""
+    and the zombie is left for us, as for any registered child.  The child
+    exits only once registered (a gate file): Safe and Fast call back a child
+    that exited before, from add_child_handler itself."""
 
     async def main() -> None:
         watcher = make_watcher()
         got = Collector()
-        pid = spawn_exit(7)
+        gate = tmp_path / "gate"
+        pid = spawn(f"while [ ! -e '{gate}' ]; do sleep 0.005; done; exit 7")
         watcher.add_child_handler(pid, got)
+        gate.touch()
         wait_zombie(pid)
         time.sleep(0.2)  # the loop is blocked: whatever the watcher read waits for it
         watcher.close()
