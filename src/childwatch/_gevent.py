@@ -34,8 +34,8 @@ REAPS_EVERY_CHILD = (
 
 
 MONKEY = "gevent.monkey"
-"""The module whose import is the first sign of patching (absent from ``sys.modules``:
-nothing is patched, a test cheap enough for every registration)."""
+"""The module whose import is the first sign of patching: absent from ``sys.modules``,
+nothing is patched."""
 
 
 def patched(module: str) -> bool:
@@ -50,7 +50,11 @@ def reaping_refusal() -> Optional[str]:
 
 
 def refuse_under_gevent(what: str) -> None:
-    """Raise :class:`~childwatch.UnsupportedLoopError` for ``what`` while gevent has patched ``os``."""
+    """Raise :class:`~childwatch.UnsupportedLoopError` for ``what`` while gevent has patched ``os``.
+
+    Every registration asks: without gevent it costs one dict lookup."""
+    if MONKEY not in sys.modules:
+        return
     reason = reaping_refusal()
     if reason is not None:
         raise UnsupportedLoopError(f"{what} cannot work here: {reason}")

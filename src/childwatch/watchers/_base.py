@@ -44,14 +44,13 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import threading
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback, call_in_loop, is_event_loop, running_loop
 from .._errors import logger
-from .._gevent import MONKEY, refuse_under_gevent
+from .._gevent import refuse_under_gevent
 from .._syscalls import PID_MAX, check_pid, not_a_child, read_exit, reaped_elsewhere
 from .._syscalls import reap as reap_child  # (the methods' ``reap`` is a flag)
 from ..loops import popen_of, reap_waits_for
@@ -205,8 +204,7 @@ class WatcherBase(AbstractChildWatcher):
             check_pid(pid)  # raises the precise error
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        if MONKEY in sys.modules:  # (the full test only once gevent is in: registrations stay cheap)
-            refuse_under_gevent(type(self).__name__)
+        refuse_under_gevent(type(self).__name__)
         gone = None
         try:
             with self._lock:

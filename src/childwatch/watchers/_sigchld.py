@@ -126,10 +126,11 @@ class SigchldWatcher(WatcherBase):
     def _deliver_early(
         self, loop: asyncio.AbstractEventLoop, entry: Entry, returncode: int, reap: bool
     ) -> None:
-        """``entry``, just registered for the open ``loop`` (from outside its thread, or
-        by MultiLoop), had exited already: its SIGCHLD came before it was ours.  Deliver it from the loop,
-        with the others found so before the loop gets to them (one callback for
-        them all), with the status read at registration (lock held)."""
+        """``entry``, just registered for the open ``loop`` (from outside its
+        thread, or by MultiLoop), had exited already: its SIGCHLD came before it
+        was ours.  Deliver it from the loop, with the others found so before the
+        loop gets to them (one callback for them all), with the status read at
+        registration (lock held)."""
         batch = self._exited_early
         if batch is None or batch[0] is not loop:
             batch = (loop, [])
