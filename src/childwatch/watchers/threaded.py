@@ -7,6 +7,7 @@ import collections
 import os
 import select
 import threading
+import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import _fds
@@ -32,6 +33,29 @@ Exit = Tuple[Entry, Tuple[bool, Optional[int]]]
 """An entry and what :func:`read_exit` read of it."""
 
 
+class _WaiterThread(threading.Thread):
+    """A waiter's daemon thread.  Several threads may join it at once (each
+    loop it delivers to, and close()): their joins take turns, because PyPy
+    3.9's ``Thread.join`` raises (RuntimeError or AssertionError in
+    ``_wait_for_tstate_lock``) when two threads join one thread as it ends."""
+
+    def __init__(self, target: Callable[..., None], name: str, args: Tuple[Any, ...] = ()) -> None:
+        super().__init__(target=target, args=args, name=name, daemon=True)
+        self._join_turn = threading.Lock()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if timeout is None:
+            with self._join_turn:
+                super().join()
+            return
+        deadline = time.monotonic() + timeout
+        if self._join_turn.acquire(timeout=max(timeout, 0)):
+            try:
+                super().join(max(deadline - time.monotonic(), 0))
+            finally:
+                self._join_turn.release()
+
+
 class _Waiter:
     """One run of the pidfd waiter thread: its wake-up pipe, its epoll and its
     queue of ``(add?, entry)`` operations.  The thread owns every pidfd it
@@ -52,7 +76,7 @@ class _Waiter:
             self.close_pipe()
             raise
         self.poller.register(self.wake_r, select.POLLIN)
-        self.thread = threading.Thread(target=target, args=(self,), name="childwatch-threaded", daemon=True)
+        self.thread = _WaiterThread(target, "childwatch-threaded", (self,))
         try:
             self.thread.start()
         except BaseException:
@@ -145,7 +169,7 @@ class ThreadedChildWatcher(WatcherBase):
         fd = self._open_pidfd(entry.pid)
         if fd is None:
             if self._fdless_thread is None:
-                thread = threading.Thread(target=self._run_fdless, name="childwatch-fdless", daemon=True)
+                thread = _WaiterThread(self._run_fdless, "childwatch-fdless")
                 thread.start()  # it waits for our lock, held until the entry is in the table
                 self._fdless_thread = thread
             self._fdless[entry.pid] = entry
