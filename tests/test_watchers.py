@@ -694,7 +694,7 @@ def test_a_waiter_thread_joined_from_several_threads_at_once() -> None:
 
     for _ in range(200):
         go = threading.Event()
-        waiter = _WaiterThread(lambda: go.wait(5.0), "childwatch-test")
+        waiter = _WaiterThread(go.wait, "childwatch-test", (5.0,))
         waiter.start()
         joiners = [threading.Thread(target=join, args=(waiter,)) for _ in range(3)]
         for t in joiners:
