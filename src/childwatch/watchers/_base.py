@@ -216,13 +216,13 @@ class WatcherBase(AbstractChildWatcher):
                 entry = Entry(pid, callback, args, self._epoch, running_loop())
                 exited = self._watch(entry)
                 self._closed = False  # reopened, now that the registration held
+                if exited is not None:
+                    self._claim(pid, entry)  # (the lock was held since the status was read)
         finally:
             if gone is not None:
                 self._dispatch(gone, None, reap=False)  # the Popen rule gives it its status
         if exited is not None:
-            claimed = self._claim(pid, entry)  # (None if a scan delivered it meanwhile)
-            if claimed is not None:
-                self._deliver(claimed, *exited)
+            self._deliver(entry, *exited)
 
     def _make_room(
         self, old: Entry, callback: ChildCallback, args: Tuple[Any, ...]
@@ -331,26 +331,26 @@ class WatcherBase(AbstractChildWatcher):
 
     def _claim(self, pid: int, entry: Optional[Entry] = None) -> Optional[Entry]:
         """Make ``pid``'s registered entry :data:`DELIVERING` and return it; None
-        if there is none (another thread claimed it, or it was removed).
+        if there is none (another thread claimed it, or it was removed).  Call
+        it with the lock held.
 
         With ``entry`` given, claim only that very entry.
         """
-        with self._lock:
-            # A signal handler in this very thread (the RLock lets it in) may run
-            # between any two lines: the entry is out of the table until the claim
-            # is decided (the pop is the one step that cannot be taken twice).  The
-            # handler sees no entry meanwhile: an exit it cannot deliver, so it
-            # checks every pid, and this delivery rescans.
-            current = self._table.pop(pid, None)
-            if current is None:
-                return None
-            claimed = current.state is REGISTERED and (entry is None or current is entry)
-            if claimed:
-                current.state = DELIVERING
-                current.hop = current.loop
-                self._registered.pop()
-            self._table[pid] = current
-            return current if claimed else None
+        # A signal handler in this very thread (MultiLoop's; the RLock lets it
+        # in) may run between any two lines: the entry is out of the table until
+        # the claim is decided (the pop is the one step that cannot be taken
+        # twice).  The handler sees no entry meanwhile: an exit it cannot
+        # deliver, so it checks every pid, and this delivery rescans.
+        current = self._table.pop(pid, None)
+        if current is None:
+            return None
+        claimed = current.state is REGISTERED and (entry is None or current is entry)
+        if claimed:
+            current.state = DELIVERING
+            current.hop = current.loop
+            self._registered.pop()
+        self._table[pid] = current
+        return current if claimed else None
 
     def _dispatch(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
         """Deliver a claimed entry, in the thread that saw the exit (a subclass
@@ -487,7 +487,8 @@ class WatcherBase(AbstractChildWatcher):
     def _deliver_exit(self, pid: int, entry: Optional[Entry], returncode: Optional[int]) -> None:
         """Claim ``pid`` (only ``entry``, if given) and dispatch the status read
         of it (None: reaped by someone else)."""
-        claimed = self._claim(pid, entry)
+        with self._lock:
+            claimed = self._claim(pid, entry)
         if claimed is not None:
             self._dispatch(claimed, returncode, reap=returncode is not None)
 

@@ -149,7 +149,8 @@ class SigchldWatcher(WatcherBase):
             items = batch[:]
             batch.clear()
         for entry, returncode, reap in items:
-            claimed = self._claim(entry.pid, entry)
+            with self._lock:
+                claimed = self._claim(entry.pid, entry)
             if claimed is not None:
                 self._deliver(claimed, returncode, reap)
 

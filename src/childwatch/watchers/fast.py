@@ -43,11 +43,10 @@ class FastChildWatcher(LoopSigchldWatcher):
         return super()._status_at_registration(pid)
 
     def _claim(self, pid: int, entry: Optional[Entry] = None) -> Optional[Entry]:
-        with self._lock:
-            claimed = super()._claim(pid, entry)
-            if claimed is not None:
-                self._early.pop(pid, None)  # delivered now: remembered no more
-            return claimed
+        claimed = super()._claim(pid, entry)
+        if claimed is not None:
+            self._early.pop(pid, None)  # delivered now: remembered no more
+        return claimed
 
     def _deliver_if_exited(
         self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None

@@ -389,7 +389,8 @@ class ThreadedChildWatcher(WatcherBase):
         now; bounded all the same), then deliver ``batch``."""
         thread.join(_RETIRE_JOIN_TIMEOUT)
         for entry, returncode in batch:
-            claimed = self._claim(entry.pid, entry)
+            with self._lock:
+                claimed = self._claim(entry.pid, entry)
             if claimed is not None:
                 self._deliver_in_loop(claimed, returncode, returncode is not None)
 
