@@ -34,9 +34,11 @@ def _stop_ignoring_inherited() -> None:
     ignores since it was started (SIGINT and SIGQUIT, by a shell that ran it
     in the background) would stay ignored in them.  So this process stops
     ignoring them (a handler, unlike SIG_IGN, does not survive exec); SIGPIPE
-    stays as Python set it.  Runs at import, in the main thread."""
+    stays as Python set it.  Runs at import, in the main thread.  Set whatever
+    ``getsignal`` says: PyPy reports a signal ignored since start (``nohup``'s
+    SIGHUP) as SIG_DFL."""
     for signum in DEFAULT_SIGNALS:
-        if signum != signal.SIGPIPE and signal.getsignal(signum) == signal.SIG_IGN:
+        if signum != signal.SIGPIPE:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
 
