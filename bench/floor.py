@@ -1,4 +1,5 @@
-"""How close can any loop-based pidfd reaper get to the raw ``os.wait()`` loop?
+"""How close can any loop-based reaper get to the raw ``os.wait()`` loop, and
+what does holding the zombie while the callback runs cost a SIGCHLD reaper?
 
 A probe behind ``bench/FINDINGS.md`` (not part of ``bench/run.py``'s tables):
 churn of ``/bin/true`` at 32 in flight, as in ``run.py``, but with no harness
@@ -14,6 +15,20 @@ around the callback, for
 - ``raw+pidfds`` (with ``--idle``): the raw loop holding one open pidfd per
   idle child, polled by nobody -- what a pidfd per child costs the kernel
   when the next child is spawned.
+- ``bare-sigchld``: no watcher at all, the least a SIGCHLD reaper that holds
+  each child a zombie until its callback has run can do (childwatch's
+  guarantee): a dict of callbacks, ``waitid(WNOWAIT)`` of the pid at
+  registration (is it ours, has it exited), ``waitid(P_ALL, WNOWAIT)`` on
+  SIGCHLD until nothing shows, the callback, then ``waitpid`` -- the floor
+  of childwatch's Safe and Fast;
+- ``bare-sigchld-reap-first``: the same reaping first, as asyncio's Safe
+  does (``waitpid`` of the pid at registration, ``waitpid(-1)`` on
+  SIGCHLD): what the zombie guarantee costs;
+- ``childwatch-safe``, ``childwatch-fast``, ``asyncio-safe``,
+  ``asyncio-fast``: those watchers, attached to the loop.
+
+``--configs`` picks some, and ``--cpu-base NAME`` adds each one's CPU per
+child as a ratio to NAME's (taken within a repeat, median printed).
 
 With ``--idle N`` every configuration measures twice in one process: with no
 other child, then with N idle children alive (``cat`` blocked on a pipe;
@@ -25,6 +40,8 @@ ratios to ``raw`` are taken within one repeat, and their median printed::
 
     bench/.venv-3.11/bin/python bench/floor.py --repeats 15
     bench/.venv-3.11/bin/python bench/floor.py --repeats 9 --idle 1000
+    bench/.venv-3.11/bin/python bench/floor.py --repeats 15 --cpu-base asyncio-safe \\
+        --configs raw,bare-sigchld,bare-sigchld-reap-first,childwatch-safe,asyncio-safe
 """
 
 from __future__ import annotations
@@ -35,6 +52,7 @@ import json
 import os
 import random
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,7 +60,7 @@ import time
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-from common import INFLIGHT, Idle, raw_churn, raw_warmup, spawn_true
+from common import INFLIGHT, Idle, quiet_wakeup_fd, raw_churn, raw_warmup, spawn_true
 
 Sample = Tuple[float, float]  # (children per second, CPU seconds per child)
 
@@ -78,6 +96,20 @@ async def _churn(count: Dict[str, Any], start: Callable[[], None], n: int) -> Sa
         start()
     await count["done"]
     return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
+
+
+def _start_next(count: Dict[str, Any], start: Callable[[], None]) -> None:
+    """Start the next child from a callback, as ``run.py``'s harness does: a
+    callback called from inside a registration (the child had exited) nests,
+    and past 20 levels the next start is queued on the loop instead."""
+    if count.setdefault("depth", 0) > 20:
+        asyncio.get_running_loop().call_soon(start)
+        return
+    count["depth"] += 1
+    try:
+        start()
+    finally:
+        count["depth"] -= 1
 
 
 def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
@@ -126,22 +158,93 @@ def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
     return asyncio.run(main())
 
 
+_PEEK = os.WEXITED | os.WNOHANG | os.WNOWAIT
+
+
+def _bare_sigchld(n: int, idle: int, hold_zombie: bool) -> List[Sample]:
+    async def main() -> List[Sample]:
+        loop = asyncio.get_running_loop()
+        children = Idle()
+        callbacks: Dict[int, Callable[[int], None]] = {}
+        count: Dict[str, Any] = {}
+
+        def deliver(pid: int, status: Any) -> None:
+            callbacks.pop(pid)(status)
+            if hold_zombie:
+                os.waitpid(pid, os.WNOHANG)
+
+        def register(pid: int, callback: Callable[[int], None]) -> None:
+            callbacks[pid] = callback
+            if hold_zombie:
+                found = os.waitid(os.P_PID, pid, _PEEK)
+                if found is not None:
+                    deliver(pid, found)
+            else:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    deliver(pid, status)
+
+        def on_sigchld() -> None:
+            while True:
+                try:
+                    if hold_zombie:
+                        found = os.waitid(os.P_ALL, 0, _PEEK)
+                        if found is None or found.si_pid not in callbacks:
+                            return  # (every child here is registered: none is foreign)
+                        deliver(found.si_pid, found)
+                    else:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                        if pid == 0:
+                            return
+                        deliver(pid, status)
+                except ChildProcessError:
+                    return
+
+        def start() -> None:
+            count["started"] += 1
+            register(spawn_true(), on_exit)
+
+        def on_exit(status: Any) -> None:
+            count["finished"] += 1
+            if count["started"] < n:
+                _start_next(count, start)
+            elif count["finished"] == n:
+                count["done"].set_result(None)
+
+        loop.add_signal_handler(signal.SIGCHLD, on_sigchld)
+        quiet_wakeup_fd()  # as run.py's harness: a full wakeup socket must not print per signal
+        out = []
+        try:
+            for level in _levels(idle):
+                for _ in range(level - len(children.pids)):
+                    register(children.spawn(), lambda status: None)
+                out.append(await _churn(count, start, n))
+        finally:
+            loop.remove_signal_handler(signal.SIGCHLD)
+            children.end()
+        return out
+
+    return asyncio.run(main())
+
+
 def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
     async def main() -> List[Sample]:
         loop = asyncio.get_running_loop()
         watcher = make()
         watcher.attach_loop(loop)
+        quiet_wakeup_fd()
         children = Idle()
         count: Dict[str, Any] = {}
 
         def start() -> None:
             count["started"] += 1
-            watcher.add_child_handler(spawn_true(), on_exit)
+            with watcher:  # the contract (asyncio's Fast insists)
+                watcher.add_child_handler(spawn_true(), on_exit)
 
         def on_exit(pid: int, returncode: int) -> None:
             count["finished"] += 1
             if count["started"] < n:
-                start()
+                _start_next(count, start)
             elif count["finished"] == n:
                 count["done"].set_result(None)
 
@@ -152,7 +255,8 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
         try:
             for level in _levels(idle):
                 for _ in range(level - len(children.pids)):
-                    watcher.add_child_handler(children.spawn(), on_idle_exit)
+                    with watcher:
+                        watcher.add_child_handler(children.spawn(), on_idle_exit)
                 out.append(await _churn(count, start, n))
         finally:
             watcher.close()
@@ -162,15 +266,21 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
     return asyncio.run(main())
 
 
-def _childwatch_pidfd() -> Any:
-    import childwatch
+def _childwatch(kind: str) -> Callable[[], Any]:
+    def make() -> Any:
+        import childwatch
 
-    return childwatch.PidfdChildWatcher()
+        return getattr(childwatch, kind + "ChildWatcher")()
+
+    return make
 
 
-def _asyncio_pidfd() -> Any:
-    warnings.simplefilter("ignore", DeprecationWarning)
-    return asyncio.PidfdChildWatcher()  # type: ignore[attr-defined,unused-ignore]
+def _asyncio(kind: str) -> Callable[[], Any]:
+    def make() -> Any:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return getattr(asyncio, kind + "ChildWatcher")()
+
+    return make
 
 
 CONFIGS: Dict[str, Callable[[int, int], List[Sample]]] = {
@@ -178,10 +288,16 @@ CONFIGS: Dict[str, Callable[[int, int], List[Sample]]] = {
     "raw+pidfds": lambda n, idle: _raw(n, idle, hold_pidfds=True),
     "bare": lambda n, idle: _bare(n, idle, close_late=False),
     "bare-close-late": lambda n, idle: _bare(n, idle, close_late=True),
-    "childwatch": lambda n, idle: _watcher(n, idle, _childwatch_pidfd),
+    "childwatch": lambda n, idle: _watcher(n, idle, _childwatch("Pidfd")),
+    "bare-sigchld": lambda n, idle: _bare_sigchld(n, idle, hold_zombie=True),
+    "bare-sigchld-reap-first": lambda n, idle: _bare_sigchld(n, idle, hold_zombie=False),
+    "childwatch-safe": lambda n, idle: _watcher(n, idle, _childwatch("Safe")),
+    "childwatch-fast": lambda n, idle: _watcher(n, idle, _childwatch("Fast")),
 }
 if sys.version_info < (3, 14):
-    CONFIGS["asyncio"] = lambda n, idle: _watcher(n, idle, _asyncio_pidfd)
+    CONFIGS["asyncio"] = lambda n, idle: _watcher(n, idle, _asyncio("Pidfd"))
+    CONFIGS["asyncio-safe"] = lambda n, idle: _watcher(n, idle, _asyncio("Safe"))
+    CONFIGS["asyncio-fast"] = lambda n, idle: _watcher(n, idle, _asyncio("Fast"))
 
 
 def main() -> int:
@@ -191,15 +307,23 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("-n", type=int, default=2000, help="children per measurement")
     parser.add_argument("--idle", type=int, default=0, help="measure again with this many idle children")
+    parser.add_argument("--configs", help="comma-separated subset (default: every one; raw always runs)")
+    parser.add_argument("--cpu-base", help="add a column: CPU per child as a ratio to this configuration's")
     parser.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.n < INFLIGHT or args.idle < 0 or args.repeats < 1:
         parser.error(f"need -n >= {INFLIGHT}, --idle >= 0 and --repeats >= 1")
+    chosen = list(CONFIGS) if args.configs is None else ["raw", *args.configs.split(",")]
+    unknown = sorted(set(chosen) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown configuration {', '.join(unknown)}: choose from {', '.join(CONFIGS)}")
+    if args.cpu_base is not None and args.cpu_base not in chosen:
+        parser.error(f"--cpu-base {args.cpu_base} is not among the configurations run")
     if args.worker:
         raw_warmup()
         print(json.dumps(CONFIGS[args.worker](args.n, args.idle)))
         return 0
-    names = [name for name in CONFIGS if args.idle or name != "raw+pidfds"]
+    names = [name for name in dict.fromkeys(chosen) if args.idle or name != "raw+pidfds"]
     runs: List[Dict[str, List[Sample]]] = []
     for repeat in range(args.repeats):
         order = list(names)
@@ -220,7 +344,10 @@ def main() -> int:
         f"Python {sys.version.split()[0]}, {args.n} children x {args.repeats} repeats, {INFLIGHT} in flight"
         + (f", then again with {args.idle} idle children" if args.idle else "")
     )
-    header = f"{'configuration':16} {'churn /s':>9} {'x raw':>6} {'CPU us/child':>13}"
+    base = args.cpu_base
+    header = f"{'configuration':24} {'churn /s':>9} {'x raw':>6} {'CPU us/child':>13}"
+    if base:
+        header += f" {'CPU x ' + base:>{len(base) + 6}}"
     if args.idle:
         header += f" | {'idle: /s':>9} {'x raw':>6} {'x own':>6} {'CPU us/child':>13}"
     print(header)
@@ -229,7 +356,7 @@ def main() -> int:
         return float(statistics.median(list(values)))
 
     for name in names:
-        line = f"{name:16}"
+        line = f"{name:24}"
         for level in range(len(runs[0][name])):
             rate = med(run[name][level][0] for run in runs)
             ratio = med(run[name][level][0] / run["raw"][level][0] for run in runs)
@@ -239,6 +366,9 @@ def main() -> int:
                 line += f" | {rate:9.0f} {ratio:6.3f} {own:6.3f} {cpu:13.1f}"
             else:
                 line += f" {rate:9.0f} {ratio:6.3f} {cpu:13.1f}"
+                if base:
+                    cpu_ratio = med(run[name][0][1] / run[base][0][1] for run in runs)
+                    line += f" {cpu_ratio:{len(base) + 6}.3f}"
         print(line)
     return 0
 
