@@ -9,6 +9,7 @@ signal wakeup fd (:func:`quiet_wakeup_fd`); this module is the one copy.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import shutil
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 import warnings
-from typing import Any, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 TRUE = shutil.which("true") or "/bin/true"
 CAT = shutil.which("cat") or "/bin/cat"
@@ -28,6 +29,26 @@ KINDS = ["Safe", "Fast", "MultiLoop", "Threaded", "Pidfd"]
 
 def spawn_true() -> int:
     return os.posix_spawn(TRUE, ["true"], {})
+
+
+NESTING_MAX = 20
+"""How deep a churn's callbacks nest before the next start is queued instead."""
+
+
+def start_next(state: Dict[str, Any], start: Callable[[], None]) -> None:
+    """Start the next churn child from a callback, in the loop's thread.
+
+    A watcher may call back from inside ``add_child_handler`` (the child had
+    exited already), so starts nest: past :data:`NESTING_MAX` levels (counted
+    in ``state["depth"]``) the next start is queued on the loop instead."""
+    if state["depth"] > NESTING_MAX:
+        asyncio.get_running_loop().call_soon(start)
+        return
+    state["depth"] += 1
+    try:
+        start()
+    finally:
+        state["depth"] -= 1
 
 
 def raw_warmup() -> None:

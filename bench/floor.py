@@ -41,7 +41,7 @@ ratios to ``raw`` are taken within one repeat, and their median printed::
     bench/.venv-3.11/bin/python bench/floor.py --repeats 15
     bench/.venv-3.11/bin/python bench/floor.py --repeats 9 --idle 1000
     bench/.venv-3.11/bin/python bench/floor.py --repeats 15 --cpu-base asyncio-safe \\
-        --configs raw,bare-sigchld,bare-sigchld-reap-first,childwatch-safe,asyncio-safe
+        --configs bare-sigchld,bare-sigchld-reap-first,childwatch-safe,asyncio-safe
 """
 
 from __future__ import annotations
@@ -57,10 +57,18 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-from common import INFLIGHT, Idle, quiet_wakeup_fd, raw_churn, raw_warmup, spawn_true
+from common import (
+    INFLIGHT,
+    Idle,
+    make_watcher,
+    quiet_wakeup_fd,
+    raw_churn,
+    raw_warmup,
+    spawn_true,
+    start_next,
+)
 
 Sample = Tuple[float, float]  # (children per second, CPU seconds per child)
 
@@ -90,26 +98,12 @@ def _raw(n: int, idle: int, hold_pidfds: bool) -> List[Sample]:
 async def _churn(count: Dict[str, Any], start: Callable[[], None], n: int) -> Sample:
     """Start INFLIGHT children (each exit starts the next, until ``n``; the last
     sets ``count["done"]``) and time the ``n`` exits."""
-    count.update(started=0, finished=0, done=asyncio.get_running_loop().create_future())
+    count.update(started=0, finished=0, depth=0, done=asyncio.get_running_loop().create_future())
     c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(INFLIGHT):
         start()
     await count["done"]
     return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
-
-
-def _start_next(count: Dict[str, Any], start: Callable[[], None]) -> None:
-    """Start the next child from a callback, as ``run.py``'s harness does: a
-    callback called from inside a registration (the child had exited) nests,
-    and past 20 levels the next start is queued on the loop instead."""
-    if count.setdefault("depth", 0) > 20:
-        asyncio.get_running_loop().call_soon(start)
-        return
-    count["depth"] += 1
-    try:
-        start()
-    finally:
-        count["depth"] -= 1
 
 
 def _bare(n: int, idle: int, close_late: bool) -> List[Sample]:
@@ -207,7 +201,7 @@ def _bare_sigchld(n: int, idle: int, hold_zombie: bool) -> List[Sample]:
         def on_exit(status: Any) -> None:
             count["finished"] += 1
             if count["started"] < n:
-                _start_next(count, start)
+                start_next(count, start)
             elif count["finished"] == n:
                 count["done"].set_result(None)
 
@@ -227,11 +221,10 @@ def _bare_sigchld(n: int, idle: int, hold_zombie: bool) -> List[Sample]:
     return asyncio.run(main())
 
 
-def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
+def _watcher(n: int, idle: int, name: str) -> List[Sample]:
     async def main() -> List[Sample]:
         loop = asyncio.get_running_loop()
-        watcher = make()
-        watcher.attach_loop(loop)
+        watcher = make_watcher(name, loop)  # attached
         quiet_wakeup_fd()
         children = Idle()
         count: Dict[str, Any] = {}
@@ -244,7 +237,7 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
         def on_exit(pid: int, returncode: int) -> None:
             count["finished"] += 1
             if count["started"] < n:
-                _start_next(count, start)
+                start_next(count, start)
             elif count["finished"] == n:
                 count["done"].set_result(None)
 
@@ -266,38 +259,21 @@ def _watcher(n: int, idle: int, make: Callable[[], Any]) -> List[Sample]:
     return asyncio.run(main())
 
 
-def _childwatch(kind: str) -> Callable[[], Any]:
-    def make() -> Any:
-        import childwatch
-
-        return getattr(childwatch, kind + "ChildWatcher")()
-
-    return make
-
-
-def _asyncio(kind: str) -> Callable[[], Any]:
-    def make() -> Any:
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return getattr(asyncio, kind + "ChildWatcher")()
-
-    return make
-
-
 CONFIGS: Dict[str, Callable[[int, int], List[Sample]]] = {
     "raw": lambda n, idle: _raw(n, idle, hold_pidfds=False),
     "raw+pidfds": lambda n, idle: _raw(n, idle, hold_pidfds=True),
     "bare": lambda n, idle: _bare(n, idle, close_late=False),
     "bare-close-late": lambda n, idle: _bare(n, idle, close_late=True),
-    "childwatch": lambda n, idle: _watcher(n, idle, _childwatch("Pidfd")),
+    "childwatch": lambda n, idle: _watcher(n, idle, "cw:Pidfd"),
     "bare-sigchld": lambda n, idle: _bare_sigchld(n, idle, hold_zombie=True),
     "bare-sigchld-reap-first": lambda n, idle: _bare_sigchld(n, idle, hold_zombie=False),
-    "childwatch-safe": lambda n, idle: _watcher(n, idle, _childwatch("Safe")),
-    "childwatch-fast": lambda n, idle: _watcher(n, idle, _childwatch("Fast")),
+    "childwatch-safe": lambda n, idle: _watcher(n, idle, "cw:Safe"),
+    "childwatch-fast": lambda n, idle: _watcher(n, idle, "cw:Fast"),
 }
 if sys.version_info < (3, 14):
-    CONFIGS["asyncio"] = lambda n, idle: _watcher(n, idle, _asyncio("Pidfd"))
-    CONFIGS["asyncio-safe"] = lambda n, idle: _watcher(n, idle, _asyncio("Safe"))
-    CONFIGS["asyncio-fast"] = lambda n, idle: _watcher(n, idle, _asyncio("Fast"))
+    CONFIGS["asyncio"] = lambda n, idle: _watcher(n, idle, "std:Pidfd")
+    CONFIGS["asyncio-safe"] = lambda n, idle: _watcher(n, idle, "std:Safe")
+    CONFIGS["asyncio-fast"] = lambda n, idle: _watcher(n, idle, "std:Fast")
 
 
 def main() -> int:
@@ -317,13 +293,13 @@ def main() -> int:
     unknown = sorted(set(chosen) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown configuration {', '.join(unknown)}: choose from {', '.join(CONFIGS)}")
-    if args.cpu_base is not None and args.cpu_base not in chosen:
-        parser.error(f"--cpu-base {args.cpu_base} is not among the configurations run")
     if args.worker:
         raw_warmup()
         print(json.dumps(CONFIGS[args.worker](args.n, args.idle)))
         return 0
     names = [name for name in dict.fromkeys(chosen) if args.idle or name != "raw+pidfds"]
+    if args.cpu_base is not None and args.cpu_base not in names:
+        parser.error(f"--cpu-base {args.cpu_base} is not among the configurations run")
     runs: List[Dict[str, List[Sample]]] = []
     for repeat in range(args.repeats):
         order = list(names)

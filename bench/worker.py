@@ -36,6 +36,7 @@ from common import (
     raw_churn,
     raw_warmup,
     spawn_true,
+    start_next,
 )
 
 
@@ -196,16 +197,7 @@ class Harness:
             if rc != 0:
                 st["bad"] += 1
             if st["started"] < n:
-                # A watcher may call back from inside add_child_handler (the
-                # child exited already): bound the recursion.
-                if st["depth"] > 20:
-                    loop.call_soon(spawn)
-                else:
-                    st["depth"] += 1
-                    try:
-                        spawn()
-                    finally:
-                        st["depth"] -= 1
+                start_next(st, spawn)
             elif st["finished"] == n and not done.done():
                 done.set_result(None)
 
