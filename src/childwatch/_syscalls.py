@@ -221,8 +221,10 @@ def peek_any(block: bool = False) -> Optional[Tuple[int, int]]:
         result = waitid(P_ALL, 0, WEXITED | WNOWAIT if block else _PEEK)
     except ChildProcessError:
         return None
+    if result is None:  # (no call when nothing shows: the end of every SIGCHLD scan)
+        return None
     returncode = returncode_of(result)
-    return None if result is None or returncode is None else (result.si_pid, returncode)
+    return None if returncode is None else (result.si_pid, returncode)
 
 
 def read_exit(pid: int, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
@@ -240,9 +242,10 @@ def child_status(pid: int) -> Optional[int]:
     None while it runs; :func:`not_a_child` raised if it is not a child of
     this process, or its status was already collected."""
     try:
-        return returncode_of(waitid(P_PID, pid, _PEEK))
+        result = waitid(P_PID, pid, _PEEK)
     except ChildProcessError:
         raise not_a_child(pid) from None
+    return None if result is None else returncode_of(result)  # (every registration: a running child costs no call)
 
 
 def reap(pid: int) -> None:

@@ -79,21 +79,18 @@ class Entry:
 
     __slots__ = ("args", "callback", "epoch", "handle", "hop", "loop", "pid", "state")
 
-    def __init__(
-        self,
-        pid: int,
-        callback: ChildCallback,
-        args: Tuple[Any, ...],
-        epoch: int,
-        loop: Optional[asyncio.AbstractEventLoop],
-    ) -> None:
+    def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...], epoch: int) -> None:
         self.pid = pid
         self.epoch = epoch
         """The watcher's :attr:`WatcherBase._epoch` at registration: a close() since drops it."""
         self.callback = callback
         self.args = args
-        self.loop = loop
-        """The loop running where the child was registered, if any."""
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        """The loop running where the child was registered, if any: set by the
+        watcher's :meth:`~WatcherBase._watch` for watchers that deliver there.
+        Safe and Fast deliver in their attached loop and read it only when they
+        need it (none attached, or a child found exited at registration): asking
+        costs a ``getpid()`` on Python 3.9-3.11."""
         self.handle: Any = None
         self.state = REGISTERED
         self.hop: Optional[asyncio.AbstractEventLoop] = None
@@ -206,19 +203,21 @@ class WatcherBase(AbstractChildWatcher):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         refuse_under_gevent(type(self).__name__)
         gone = None
+        lock = self._lock  # (acquire/release, not ``with``: every registration takes it)
+        lock.acquire()
         try:
-            with self._lock:
-                old = self._table.get(pid)
-                if old is not None:
-                    register, gone = self._make_room(old, callback, args)
-                    if not register:
-                        return
-                entry = Entry(pid, callback, args, self._epoch, running_loop())
-                exited = self._watch(entry)
-                self._closed = False  # reopened, now that the registration held
-                if exited is not None:
-                    self._claim(pid, entry)  # (the lock was held since the status was read)
+            old = self._table.get(pid)
+            if old is not None:
+                register, gone = self._make_room(old, callback, args)
+                if not register:
+                    return
+            entry = Entry(pid, callback, args, self._epoch)
+            exited = self._watch(entry)
+            self._closed = False  # reopened, now that the registration held
+            if exited is not None:
+                self._claim(pid, entry)  # (the lock was held since the status was read)
         finally:
+            lock.release()
             if gone is not None:
                 self._dispatch(gone, None, reap=False)  # the Popen rule gives it its status
         if exited is not None:
@@ -294,7 +293,8 @@ class WatcherBase(AbstractChildWatcher):
     # -- for subclasses ---------------------------------------------------
 
     def _watch(self, entry: Entry) -> Optional[Tuple[int, bool]]:
-        """Start watching the new ``entry`` and :meth:`_admit` it (lock held).
+        """Start watching the new ``entry``, set its ``loop`` if the watcher
+        delivers there, and :meth:`_admit` it (lock held).
 
         Returns ``(returncode, reap)`` of a child found exited that
         :meth:`add_child_handler` is to deliver right away, once it has released
@@ -421,12 +421,15 @@ class WatcherBase(AbstractChildWatcher):
     def _finish(self, entry: Entry, reap: bool) -> None:
         """``entry`` is done: drop it and reap its child if ``reap`` -- unless the
         pid is not this entry's any more (a newcomer may own it: :meth:`add_child_handler`)."""
-        with self._lock:
-            if self._table.get(entry.pid) is not entry:
-                return
-            del self._table[entry.pid]
-            if reap:
-                reap_child(entry.pid)
+        lock = self._lock  # (acquire/release, not ``with``: taken once per child)
+        lock.acquire()
+        try:
+            if self._table.get(entry.pid) is entry:
+                del self._table[entry.pid]
+                if reap:
+                    reap_child(entry.pid)
+        finally:
+            lock.release()
 
     def _queue_reap(self, entry: Entry) -> bool:
         """Reap ``entry``'s child later, in a loop, if the loop's adapter says its

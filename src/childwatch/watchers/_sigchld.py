@@ -154,25 +154,32 @@ class SigchldWatcher(WatcherBase):
             if claimed is not None:
                 self._deliver(claimed, returncode, reap)
 
-    def _scan_visible_exits(self, here: Optional[asyncio.AbstractEventLoop]) -> str:
+    def _scan_visible_exits(self, dispatch: Callable[[Entry, int], None]) -> str:
         """Deliver our exited children, as ``waitid(P_ALL, WNOWAIT)`` shows them one by one.
 
-        ``here``: the loop whose callback runs the scan (None: a signal
-        handler).  Returns why it stopped: :data:`CLEAR`, :data:`BUSY` or
-        :data:`HIDDEN`.  An exited child of ours whose reap was queued on a loop
-        that closed before running it is reaped here, and the scan goes on.
+        ``dispatch(entry, returncode)`` delivers each one claimed here:
+        :meth:`~._base.WatcherBase._deliver` itself where the scan runs in the
+        thread that calls back (Safe, Fast: their attached loop), else what
+        hands it over (MultiLoop).  Returns why it stopped: :data:`CLEAR`,
+        :data:`BUSY` or :data:`HIDDEN`.  An exited child of ours whose reap was
+        queued on a loop that closed before running it is reaped here, and the
+        scan goes on.
         """
+        lock = self._lock  # (acquire/release, not ``with``: taken once per exit)
         while True:
             found = peek_any()
             if found is None:
                 return CLEAR
             pid, returncode = found
-            with self._lock:
+            lock.acquire()
+            try:
                 entry = self._claim(pid)
                 if entry is None:
                     stop = self._unclaimable(pid, returncode)
+            finally:
+                lock.release()
             if entry is not None:
-                self._dispatch_found(entry, returncode, here)
+                dispatch(entry, returncode)
             elif stop is not None:
                 return stop
 
@@ -194,13 +201,6 @@ class SigchldWatcher(WatcherBase):
         """The scan met the exited child of someone else (lock held): :data:`HIDDEN`
         (it stops there), or None if the watcher reaped it (Fast)."""
         return HIDDEN
-
-    def _dispatch_found(
-        self, entry: Entry, returncode: int, here: Optional[asyncio.AbstractEventLoop]
-    ) -> None:
-        """Deliver the claimed ``entry`` a scan found (Safe, Fast: right here, in
-        the attached loop's thread)."""
-        self._deliver(entry, returncode)
 
     def _check_all(self) -> None:
         """Check every registered pid: O(registered children)."""
@@ -297,10 +297,12 @@ class LoopSigchldWatcher(SigchldWatcher):
             self._detach()
 
     def _watch(self, entry: Entry) -> Optional[Tuple[int, bool]]:
+        # Callbacks run in the attached loop: the loop running here is asked
+        # for (entry.loop) only when none is attached or the child has exited.
         loop = self._loop
-        if loop is None or (loop is not entry.loop and loop.is_closed()):  # (a running loop is open)
+        if loop is None or loop.is_closed():
             # asyncio.Runner(loop_factory=...) and 3.14+ loops never attach us.
-            loop = entry.loop
+            loop = entry.loop = running_loop()
             if loop is None:
                 raise RuntimeError(
                     f"{type(self).__name__} needs an event loop: call attach_loop(loop) "
@@ -311,6 +313,8 @@ class LoopSigchldWatcher(SigchldWatcher):
         self._admit(entry)
         if returncode is None:
             return None
+        if entry.loop is None:
+            entry.loop = running_loop()
         if loop is entry.loop:
             # Registered from the loop's own thread: called back before
             # add_child_handler returns, as asyncio's Safe and Fast do.

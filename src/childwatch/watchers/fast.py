@@ -62,7 +62,7 @@ class FastChildWatcher(LoopSigchldWatcher):
         return True
 
     def _scan(self) -> None:
-        self._scan_visible_exits(self._loop)
+        self._scan_visible_exits(self._deliver)
 
     def _foreign_exit(self, pid: int, returncode: int) -> Optional[str]:
         reap(pid)

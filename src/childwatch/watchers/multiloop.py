@@ -107,9 +107,14 @@ class _MainThreadWakeup:
     def __init__(self) -> None:
         self._pipe: Optional[Tuple[int, int]] = None
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._last: Callable[[], Optional[asyncio.AbstractEventLoop]] = lambda: None  # the loop armed last
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Make ``loop``, running in the main thread, wake up for SIGCHLD."""
+        """Make ``loop`` wake up for SIGCHLD if it runs in the main thread (else do nothing)."""
+        if self._pipe is not None and self._last() is loop:
+            return  # (every registration asks: mostly for the loop armed last, armed still)
+        if threading.current_thread() is not threading.main_thread():
+            return
         if self._pipe is None:
             r, w = os.pipe()
             os.set_blocking(r, False)
@@ -124,6 +129,7 @@ class _MainThreadWakeup:
         if loop not in self._loops:
             loop.add_reader(self._pipe[0], self._drain)
             self._loops.add(loop)
+        self._last = weakref.ref(loop)
 
     def _drain(self) -> None:
         if self._pipe is None:
@@ -148,6 +154,7 @@ class _MainThreadWakeup:
             if not loop.is_closed():
                 loop.remove_reader(r)
         self._loops.clear()
+        self._last = lambda: None
         os.close(r)
         os.close(w)
 
@@ -211,14 +218,20 @@ class MultiLoopChildWatcher(SigchldWatcher):
     # Never call back from inside a signal handler: hand over to the loop.
     _dispatch = SigchldWatcher._dispatch_to_loop
 
-    def _dispatch_found(
-        self, entry: Entry, returncode: int, here: Optional[asyncio.AbstractEventLoop]
-    ) -> None:
-        # A scan in a loop's callback delivers that loop's children at once.
-        if here is not None and entry.loop is here:
-            self._deliver(entry, returncode)
-        else:
-            self._dispatch_to_loop(entry, returncode)
+    def _dispatcher(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> Callable[[Entry, int], None]:
+        """How a scan running in ``in_loop``'s callback (None: in the signal
+        handler) delivers what it claims: that loop's own children at once,
+        the others handed over to their loop."""
+        if in_loop is None:
+            return self._dispatch_to_loop
+
+        def dispatch(entry: Entry, returncode: int) -> None:
+            if entry.loop is in_loop:
+                self._deliver(entry, returncode)
+            else:
+                self._dispatch_to_loop(entry, returncode)
+
+        return dispatch
 
     def _after_fork_in_child(self) -> None:
         self._scanning = threading.Lock()
@@ -249,13 +262,14 @@ class MultiLoopChildWatcher(SigchldWatcher):
             _busy.discard(self)
 
     def _watch(self, entry: Entry) -> None:
-        loop = entry.loop
+        loop = entry.loop = running_loop()
         if loop is not None and self._allowed() is not loop:
             refuse_sigchld(type(self).__name__, loop)
             self._allowed = weakref.ref(loop)
-        self._install()
+        if not self._installed:
+            self._install()
         returncode = child_status(entry.pid)
-        if loop is not None and threading.current_thread() is threading.main_thread():
+        if loop is not None:
             _wakeup.arm(loop)  # may raise (no fd left): nothing is registered then
         self._admit(entry)
         _busy.add(self)
@@ -268,6 +282,8 @@ class MultiLoopChildWatcher(SigchldWatcher):
 
     def _check_loopless(self) -> None:
         """Check the children registered outside any loop: no loop rescans for them."""
+        if not self._loopless:
+            return  # (most scans: every child has a loop)
         with self._lock:
             for pid, entry in list(self._loopless.items()):
                 if self._table.get(pid) is not entry or entry.state is not REGISTERED:
@@ -284,7 +300,7 @@ class MultiLoopChildWatcher(SigchldWatcher):
         # (:meth:`_deliver_early`), or without one right here, now.  One handled
         # while it was being registered may have met its exit before it was in the
         # table: check it then.  Otherwise it exits later, and that SIGCHLD's scan finds it.
-        returncode = self._exited_at_probe.pop(pid, None)
+        returncode = self._exited_at_probe.pop(pid, None) if self._exited_at_probe else None
         if returncode is not None:
             self._deliver_exit(pid, None, returncode)
         elif self._signals != signals:
@@ -339,7 +355,7 @@ class MultiLoopChildWatcher(SigchldWatcher):
         foreign zombie hides the view, and after a SIGCHLD once the view is
         empty (a child reaped behind our back shows only then): at once in the
         signal handler, within THEFT_CHECK_DELAY when a loop scans."""
-        stop = self._scan_visible_exits(in_loop)
+        stop = self._scan_visible_exits(self._dispatcher(in_loop))
         if stop is BUSY:
             # Ours, being delivered in its loop: the reap there rescans.
             # Children registered outside any loop have no such rescan.

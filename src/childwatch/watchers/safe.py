@@ -17,5 +17,5 @@ class SafeChildWatcher(LoopSigchldWatcher):
 
     def _scan(self) -> None:
         # With nothing in the table there is nothing to deliver (Fast scans still: it reaps).
-        if self._table and self._scan_visible_exits(self._loop) is HIDDEN:
+        if self._table and self._scan_visible_exits(self._deliver) is HIDDEN:
             self._check_all()
