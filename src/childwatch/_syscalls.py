@@ -245,7 +245,7 @@ def child_status(pid: int) -> Optional[int]:
         result = waitid(P_PID, pid, _PEEK)
     except ChildProcessError:
         raise not_a_child(pid) from None
-    return None if result is None else returncode_of(result)  # (every registration: a running child costs no call)
+    return None if result is None else returncode_of(result)  # (a running child: no call)
 
 
 def reap(pid: int) -> None:
