@@ -79,18 +79,23 @@ class Entry:
 
     __slots__ = ("args", "callback", "epoch", "handle", "hop", "loop", "pid", "state")
 
-    def __init__(self, pid: int, callback: ChildCallback, args: Tuple[Any, ...], epoch: int) -> None:
+    def __init__(
+        self,
+        pid: int,
+        callback: ChildCallback,
+        args: Tuple[Any, ...],
+        epoch: int,
+        loop: Optional[asyncio.AbstractEventLoop],
+    ) -> None:
         self.pid = pid
         self.epoch = epoch
         """The watcher's :attr:`WatcherBase._epoch` at registration: a close() since drops it."""
         self.callback = callback
         self.args = args
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-        """The loop running where the child was registered, if any: set by the
-        watcher's :meth:`~WatcherBase._watch` for watchers that deliver there.
-        Safe and Fast deliver in their attached loop and read it only when they
-        need it (none attached, or a child found exited at registration): asking
-        costs a ``getpid()`` on Python 3.9-3.11."""
+        self.loop = loop
+        """The loop running where the child was registered, if any (None too
+        where the watcher does not ask at registration: see
+        :attr:`WatcherBase._loop_at_registration`)."""
         self.handle: Any = None
         self.state = REGISTERED
         self.hop: Optional[asyncio.AbstractEventLoop] = None
@@ -211,7 +216,8 @@ class WatcherBase(AbstractChildWatcher):
                 register, gone = self._make_room(old, callback, args)
                 if not register:
                     return
-            entry = Entry(pid, callback, args, self._epoch)
+            loop = running_loop() if self._loop_at_registration else None
+            entry = Entry(pid, callback, args, self._epoch, loop)
             exited = self._watch(entry)
             self._closed = False  # reopened, now that the registration held
             if exited is not None:
@@ -292,9 +298,14 @@ class WatcherBase(AbstractChildWatcher):
 
     # -- for subclasses ---------------------------------------------------
 
+    _loop_at_registration = True
+    """Whether a registration records the loop running where it is made
+    (``Entry.loop``).  Safe and Fast deliver in their attached loop and ask
+    only when they need it (none attached, or a child found exited at
+    registration): asking costs a ``getpid()`` on Python 3.9-3.11."""
+
     def _watch(self, entry: Entry) -> Optional[Tuple[int, bool]]:
-        """Start watching the new ``entry``, set its ``loop`` if the watcher
-        delivers there, and :meth:`_admit` it (lock held).
+        """Start watching the new ``entry`` and :meth:`_admit` it (lock held).
 
         Returns ``(returncode, reap)`` of a child found exited that
         :meth:`add_child_handler` is to deliver right away, once it has released

@@ -296,9 +296,9 @@ class LoopSigchldWatcher(SigchldWatcher):
         with self._lock:
             self._detach()
 
+    _loop_at_registration = False  # (asked below, when needed)
+
     def _watch(self, entry: Entry) -> Optional[Tuple[int, bool]]:
-        # Callbacks run in the attached loop: the loop running here is asked
-        # for (entry.loop) only when none is attached or the child has exited.
         loop = self._loop
         if loop is None or loop.is_closed():
             # asyncio.Runner(loop_factory=...) and 3.14+ loops never attach us.

@@ -262,12 +262,11 @@ class MultiLoopChildWatcher(SigchldWatcher):
             _busy.discard(self)
 
     def _watch(self, entry: Entry) -> None:
-        loop = entry.loop = running_loop()
+        loop = entry.loop
         if loop is not None and self._allowed() is not loop:
             refuse_sigchld(type(self).__name__, loop)
             self._allowed = weakref.ref(loop)
-        if not self._installed:
-            self._install()
+        self._install()
         returncode = child_status(entry.pid)
         if loop is not None:
             _wakeup.arm(loop)  # may raise (no fd left): nothing is registered then
@@ -300,7 +299,7 @@ class MultiLoopChildWatcher(SigchldWatcher):
         # (:meth:`_deliver_early`), or without one right here, now.  One handled
         # while it was being registered may have met its exit before it was in the
         # table: check it then.  Otherwise it exits later, and that SIGCHLD's scan finds it.
-        returncode = self._exited_at_probe.pop(pid, None) if self._exited_at_probe else None
+        returncode = self._exited_at_probe.pop(pid, None)
         if returncode is not None:
             self._deliver_exit(pid, None, returncode)
         elif self._signals != signals:

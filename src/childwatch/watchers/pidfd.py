@@ -85,7 +85,6 @@ class PidfdChildWatcher(WatcherBase):
         return loop is not None and not loop.is_closed()
 
     def _watch(self, entry: Entry) -> None:
-        entry.loop = running_loop()
         loop = entry.loop or self._loop
         if loop is None or loop.is_closed():
             raise RuntimeError(

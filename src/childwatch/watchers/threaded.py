@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import _fds
-from .._contract import call_in_loop, check_loop, running_loop
+from .._contract import call_in_loop, check_loop
 from .._errors import logger
 from .._syscalls import child_status, open_pidfd, peek_any, read_exit
 from ._base import Entry, WatcherBase, exit_of, theft_check_delay
@@ -165,7 +165,6 @@ class ThreadedChildWatcher(WatcherBase):
         check_loop(loop)
 
     def _watch(self, entry: Entry) -> None:
-        entry.loop = running_loop()
         child_status(entry.pid)
         fd = self._open_pidfd(entry.pid)
         if fd is None:
