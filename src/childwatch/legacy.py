@@ -35,7 +35,7 @@ import asyncio
 import asyncio.events
 import asyncio.unix_events
 import threading
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ._api import _check_watcher
 from ._contract import AbstractChildWatcher
@@ -118,7 +118,7 @@ def _set_event_loop(self: Any, loop: Optional[asyncio.AbstractEventLoop]) -> Non
 
 _DEFAULT_POLICY: Any = getattr(asyncio.unix_events, "_UnixDefaultEventLoopPolicy", None)
 
-POLICY_METHODS = {
+POLICY_METHODS: Dict[str, Dict[str, object]] = {
     "_AbstractEventLoopPolicy": {
         "get_child_watcher": _abstract_get_child_watcher,
         "set_child_watcher": _abstract_set_child_watcher,

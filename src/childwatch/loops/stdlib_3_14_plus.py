@@ -168,9 +168,8 @@ class StdlibAdapter(LoopAdapter):
         if watcher is None and _policy_consulted:
             watcher = _policy_watcher()
         if watcher is None:
-            own = _own(loop)
-            watcher = own if isinstance(own, AbstractChildWatcher) else None
-        return watcher
+            watcher = _own(loop)
+        return watcher if isinstance(watcher, AbstractChildWatcher) else None
 
     def current_watcher_name(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         watcher: Any = _per_loop.get(loop)
