@@ -272,7 +272,10 @@ API_RULES: Dict[str, Dict[str, Tuple[str, Optional[str]]]] = {
         "trio": (r"test_wait_pid::.*\[(anyio-)?trio-", None),
     },
     "childwatch.legacy (3.14+ opt-in)": {
-        "asyncio": (r"test_legacy::test_(old_program|get_creates|does_nothing)", None),
+        "asyncio": (
+            r"test_legacy::test_(old_program|get_creates|does_nothing)|test_legacy_differential::",
+            None,
+        ),
     },
 }
 
