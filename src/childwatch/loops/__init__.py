@@ -51,6 +51,7 @@ __all__ = [
     "refuse_sigchld",
     "register_loop_adapter",
     "sigchld_refusal",
+    "signal_wakeup_fd",
     "stdlib_adapter",
 ]
 
@@ -143,6 +144,13 @@ def refuse_sigchld(watcher_name: str, loop: asyncio.AbstractEventLoop, through_l
         raise UnsupportedLoopError(
             f"{watcher_name} cannot run on {adapter.name} ({class_name(loop)}): {reason}"
         )
+
+
+def signal_wakeup_fd(loop: asyncio.AbstractEventLoop) -> Optional[int]:
+    """The fd ``loop.add_signal_handler`` sets as the signal wake-up fd, if its
+    adapter knows it (:meth:`LoopAdapter.signal_wakeup_fd`)."""
+    adapter = adapter_for(loop)
+    return adapter.signal_wakeup_fd(loop) if adapter is not None else None
 
 
 def popen_of(pid: int, args: Tuple[Any, ...]) -> Optional[subprocess.Popen[Any]]:

@@ -15,6 +15,7 @@ within :func:`~._base.theft_check_delay` of such a signal (the theft timer).
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import threading
 import weakref
@@ -25,7 +26,7 @@ from .._contract import call_in_loop, check_loop, is_event_loop, running_loop
 from .._gevent import refuse_under_gevent
 from .._syscalls import child_status, peek_any
 from .._syscalls import reap as reap_child
-from ..loops import refuse_sigchld
+from ..loops import refuse_sigchld, signal_wakeup_fd
 from ._base import REAP_QUEUED, Entry, WatcherBase, theft_check_delay
 
 CLEAR = "clear"
@@ -36,10 +37,38 @@ HIDDEN = "hidden"
 """A scan stopped at an exited child that is not ours: it hides the others."""
 
 
+def quiet_wakeup_fd(fd: int) -> None:
+    """Make ``fd``, the signal wake-up fd, drop bytes without a warning once it is full.
+
+    Python warns ("Exception ignored when trying to write to the signal wakeup
+    fd", with a traceback, from the main thread) for every signal that finds
+    the wake-up pipe full.  Under a flood of SIGCHLD (threads churning
+    children) those warnings cost the main thread more than the interval
+    between signals, and the loop that should drain the pipe never gets to it.
+    A full pipe already says "a signal came": nothing is lost by not writing
+    more.  If the wake-up fd is not ``fd`` (someone else's, or none), it is put
+    back as it was found, quiet too.
+    """
+    try:
+        previous = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread, or fd closed: nothing changed
+        return
+    if previous != fd:
+        signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
+
+
+def _keep_quiet(fd: int, signum: int, frame: Optional[FrameType]) -> None:
+    """The Python-level SIGCHLD handler of a loop with Safe/Fast attached (in the
+    main thread, at once, whatever the loop is busy with): its wake-up fd quiet."""
+    quiet_wakeup_fd(fd)
+
+
 def _is_foreign(handler: Any) -> bool:
     """True for a Python handler that is not an event loop's own signal machinery
-    (asyncio's no-op, or a method of a loop, as trio-asyncio installs)."""
+    (asyncio's no-op, or a method of a loop, as trio-asyncio installs) nor ours."""
     if not callable(handler) or getattr(handler, "__module__", "") == "asyncio.unix_events":
+        return False
+    if getattr(handler, "func", None) is _keep_quiet:
         return False
     return not is_event_loop(getattr(handler, "__self__", None))
 
@@ -54,7 +83,12 @@ class _LoopSigchld:
     ``set_event_loop()``) removes the new watcher's handler, which then never
     fires.  Here the handler goes only when its last watcher detaches.  A Python
     SIGCHLD handler it replaced is called after each dispatch, and put back
-    when it goes (so is one installed after it).
+    when it goes (so is one installed after it).  The loop's signal wake-up fd
+    is kept quiet when full (:func:`quiet_wakeup_fd`): at install, and by the
+    Python-level SIGCHLD handler (asyncio's is a no-op; ours is
+    :func:`_keep_quiet`), since any later ``add_signal_handler()`` of the
+    application makes it warn again and the loop itself may be too busy to
+    notice before a flood fills the pipe.
     """
 
     __slots__ = ("__weakref__", "loop", "previous", "scan_queued", "watchers")
@@ -65,6 +99,10 @@ class _LoopSigchld:
         self.scan_queued = False
         previous = signal.getsignal(signal.SIGCHLD)
         loop.add_signal_handler(signal.SIGCHLD, self._dispatch)
+        wakeup_fd = signal_wakeup_fd(loop)
+        if wakeup_fd is not None:
+            quiet_wakeup_fd(wakeup_fd)
+            signal.signal(signal.SIGCHLD, functools.partial(_keep_quiet, wakeup_fd))
         self.previous: Optional[Callable[[int, Optional[FrameType]], Any]] = (
             previous if callable(previous) and _is_foreign(previous) else None
         )

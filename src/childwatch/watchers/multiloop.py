@@ -99,9 +99,11 @@ class _MainThreadWakeup:
     children were registered from in the main thread reads, so the loop wakes
     and the Python handler runs at once.  If a wakeup fd is already set (a
     loop's ``add_signal_handler`` sets its own, which wakes that loop) it is
-    left alone.  Everything here runs in the main thread, never in the signal
-    handler: the pipe goes, and the previous wakeup fd comes back, when a
-    loop's callback or a close() finds no watcher busy.
+    kept, made quiet when full as ours is (a flood of SIGCHLD must not
+    turn into a warning per signal: :func:`~._sigchld.quiet_wakeup_fd`).
+    Everything here runs in the main thread, never in the signal handler:
+    the pipe goes, and the previous wakeup fd comes back, when a loop's
+    callback or a close() finds no watcher busy.
     """
 
     def __init__(self) -> None:
@@ -120,8 +122,8 @@ class _MainThreadWakeup:
             os.set_blocking(r, False)
             os.set_blocking(w, False)
             previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-            if previous != -1:  # someone's: keep it
-                signal.set_wakeup_fd(previous)
+            if previous != -1:  # someone's: keep it, quiet when full (quiet_wakeup_fd)
+                signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
                 os.close(r)
                 os.close(w)
                 return
