@@ -104,19 +104,4 @@ def test_nothing_changes_without_the_opt_in() -> None:
     assert out.stdout.strip() == "True"
 
 
-@pytest.mark.skipif(sys.version_info < (3, 14), reason="trio-asyncio imports on 3.9-3.13")
-def test_trio_asyncio_still_needs_more_than_the_opt_in() -> None:
-    """Documented finding: with the opt-in, trio-asyncio 0.16 gets past AbstractChildWatcher
-    but needs asyncio.events.BaseDefaultEventLoopPolicy, which 3.14 made private."""
-    pytest.importorskip("trio")
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        version("trio-asyncio")
-    except PackageNotFoundError:
-        pytest.skip("trio-asyncio is not installed")
-    out = run(OPT_IN + "import trio_asyncio\n")
-    assert out.returncode == 1
-    assert (
-        "AttributeError: module 'asyncio.events' has no attribute 'BaseDefaultEventLoopPolicy'" in out.stderr
-    )
+# trio-asyncio on 3.14+ (what the opt-in restores for it, and why that is not enough): test_legacy_trio_asyncio.py

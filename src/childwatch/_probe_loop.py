@@ -3,7 +3,9 @@
 Run in a process of its own by ``python -m childwatch``: some loops patch
 asyncio for the whole process when imported (trio-asyncio installs its
 policy).  Exit status 3, with the reason on stderr, if the loop cannot be
-imported or created here.
+imported or created here; trio-asyncio up to 0.16 on 3.14+, which cannot run
+there for reasons of its own, is reported instead, unsupported with the reason
+(:mod:`childwatch.loops.trio_asyncio_3_14_plus`).
 """
 
 from __future__ import annotations
@@ -74,9 +76,16 @@ def exit_now(status: int) -> None:
 
 
 def _record(family: str, probe: bool) -> str:
-    from .capabilities import capabilities
+    from .capabilities import capabilities, unrunnable_capabilities
+    from .loops import distribution_version, trio_asyncio_3_14_plus
 
     if family == "trio-asyncio":
+        reason = trio_asyncio_3_14_plus.refusal()  # asked before the import, which fails there
+        if reason is not None:
+            version = distribution_version("trio-asyncio")
+            return unrunnable_capabilities(
+                family, "trio_asyncio._async.TrioEventLoop", version, reason
+            ).to_json()
         import trio
         import trio_asyncio
 

@@ -388,6 +388,26 @@ async def _try_subprocess() -> Support:
     return await _verdict("a subprocess", "seen", waited)
 
 
+def unrunnable_capabilities(loop: str, loop_class: str, version: Optional[str], reason: str) -> Capabilities:
+    """The record of loop family ``loop``, installed here but unable to run on this
+    Python (trio-asyncio 0.16 on 3.14+): no loop of it can be made, so every
+    answer is unsupported, for ``reason``."""
+    no = _no(reason)
+    return Capabilities(
+        loop=loop,
+        loop_class=loop_class,
+        loop_version=version,
+        python=platform.python_version(),
+        platform=_platform(),
+        mechanisms=tuple(_mechanisms.available().items()),
+        custom_watcher=no,
+        subprocesses=no,
+        watchers=tuple((name, no) for name in WATCHER_NAMES),
+        current_watcher=None,
+        recommended=None,
+    )
+
+
 def trio_capabilities() -> Capabilities:
     """The record for plain trio, which has no asyncio loop and no child watcher."""
     import trio

@@ -10,8 +10,9 @@ the report says of the rest is probed as for a loop without adapter, but known.
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from typing import Callable, Optional
 
+from . import trio_asyncio_3_14_plus
 from ._adapter import LoopAdapter
 from ._identity import distribution_version, family
 
@@ -30,7 +31,8 @@ class OwnReaperAdapter(LoopAdapter):
     subprocesses; ``reaper`` is what the report names as reaping them now;
     ``sigchld_refusal``: why no SIGCHLD watcher can run on them, if none can;
     ``signal_refusal``: why their ``add_signal_handler`` cannot carry Safe's and
-    Fast's SIGCHLD handler, if it cannot."""
+    Fast's SIGCHLD handler, if it cannot; ``subprocess_refusal``: asked why
+    the loop cannot run subprocesses here at all (None: it can)."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class OwnReaperAdapter(LoopAdapter):
         package: Optional[str] = None,
         sigchld_refusal: Optional[str] = None,
         signal_refusal: Optional[str] = None,
+        subprocess_refusal: Optional[Callable[[], Optional[str]]] = None,
     ) -> None:
         self.name = name
         self._package = package or name
@@ -48,6 +51,7 @@ class OwnReaperAdapter(LoopAdapter):
         self._reaper = reaper
         self._sigchld_refusal = sigchld_refusal
         self._signal_refusal = signal_refusal
+        self._subprocess_refusal = subprocess_refusal
 
     def matches(self, loop: asyncio.AbstractEventLoop) -> bool:
         return family(loop) == self._package
@@ -57,6 +61,9 @@ class OwnReaperAdapter(LoopAdapter):
 
     def custom_watcher_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         return self._refusal
+
+    def subprocess_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
+        return None if self._subprocess_refusal is None else self._subprocess_refusal()
 
     def sigchld_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         return self._sigchld_refusal
@@ -86,6 +93,7 @@ def own_reapers() -> list[LoopAdapter]:
             "PidfdChildWatcher",
             "TrioChildWatcher",
             package="trio_asyncio",
+            subprocess_refusal=trio_asyncio_3_14_plus.refusal,  # 0.16 on 3.14+: see that module
         ),
         OwnReaperAdapter(
             "loopmini",
