@@ -380,8 +380,10 @@ README_END = "<!-- end of loop table -->"
 
 def readme_loop_table(pythons: Dict[str, Any]) -> List[str]:
     """The README's "What each loop allows": a row per loop, from the report on
-    the newest CPython where that loop installed; "installs on" names the CPythons
-    where that same release did."""
+    the newest CPython where that loop installed and its subprocesses are not
+    unsupported (a release that installs but cannot run there, trio-asyncio 0.16
+    on 3.14+, would hide its answers; else the newest of all); "installs on"
+    names the CPythons where that same release did."""
     rows = []
     for family in every_loop():
         found = [
@@ -391,7 +393,8 @@ def readme_loop_table(pythons: Dict[str, Any]) -> List[str]:
         ]
         if not found:
             continue
-        newest, record = found[-1]
+        runs = [(v, r) for v, r in found if r["subprocesses"]["status"] != "unsupported"]
+        newest, record = (runs or found)[-1]
         same = [
             v for v, r in found if family == "asyncio" or r.get("loop_version") == record.get("loop_version")
         ]
