@@ -21,7 +21,10 @@ arguments, or the one an asyncio subprocess transport among them holds
 pid alone is not.  If it already holds a returncode when the child is
 delivered, the Popen reaped the child itself (``send_signal()`` polls
 first): that is the status delivered, and the pid, which may already belong
-to a newcomer, is neither read nor reaped.  Else the Popen is given the
+to a newcomer, is neither read nor reaped -- unless the watcher had reaped
+the child itself (Fast): a Popen that polled meanwhile found no child
+(ECHILD) and made up a returncode of 0, so the watcher's status is delivered
+and given to the Popen.  Else the Popen is given the
 status before the callback runs, so that it never waits on the pid again (it
 would reap the zombie the watcher still holds).  And a registration of a pid
 whose registered (or delivering) child is provably another process -- its
@@ -102,9 +105,29 @@ class Entry:
         """Once claimed: the loop its delivery, then its reap, was handed to."""
 
 
-def collected_by(popen: Optional[subprocess.Popen[Any]]) -> Optional[int]:
-    """The returncode ``popen`` holds (it reaped its child, or was told), or None."""
-    returncode = None if popen is None else popen.returncode
+POPEN_SETTLE_TIMEOUT = 1.0
+"""How long a delivery whose child is gone waits for its Popen to finish a reap
+in progress in another thread (see :func:`collected_by`)."""
+
+
+def collected_by(popen: Optional[subprocess.Popen[Any]], settle: bool = False) -> Optional[int]:
+    """The returncode ``popen`` holds (it reaped its child, or was told), or None.
+
+    ``settle``: the child is gone, so ``popen`` may be reaping it right now in
+    another thread (``poll()``/``wait()`` hold the Popen's own lock from their
+    ``waitpid()`` until the status is stored): wait for that lock, at most
+    :data:`POPEN_SETTLE_TIMEOUT`, before reading the returncode."""
+    if popen is None:
+        return None
+    lock = getattr(popen, "_waitpid_lock", None)  # (CPython's and PyPy's subprocess)
+    if (
+        settle
+        and popen.returncode is None
+        and lock is not None
+        and lock.acquire(timeout=POPEN_SETTLE_TIMEOUT)
+    ):
+        lock.release()
+    returncode = popen.returncode
     return returncode if isinstance(returncode, int) else None
 
 
@@ -405,10 +428,10 @@ class WatcherBase(AbstractChildWatcher):
         args = entry.args
         if args:  # only an argument can carry a Popen (the common bare callback skips the rule)
             popen = popen_of(entry.pid, args)
-            collected = collected_by(popen)
-            if collected is not None:
+            collected = collected_by(popen, settle=returncode is None)
+            if collected is not None and (reap or returncode is None):
                 returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
-            elif popen is not None and returncode is not None:
+            elif popen is not None and returncode is not None:  # (see the Popen rule)
                 popen.returncode = returncode  # so that it never waits on the pid we still hold
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
