@@ -47,13 +47,8 @@ class LoopAdapter(abc.ABC):
 
     def signal_wakeup_fd(self, loop: asyncio.AbstractEventLoop) -> Optional[int]:
         """The fd that ``loop.add_signal_handler`` makes the process's signal
-        wake-up fd (``signal.set_wakeup_fd``), or None if unknown.  This default
-        knows asyncio's selector loops and the loops derived from them: the
-        write end of their self-pipe (``_csock``)."""
-        sock = getattr(loop, "_csock", None)
-        fileno = getattr(sock, "fileno", None)
-        fd = fileno() if callable(fileno) else -1
-        return fd if isinstance(fd, int) and fd >= 0 else None
+        wake-up fd (``signal.set_wakeup_fd``), or None if unknown or none."""
+        return None
 
     def set_child_watcher(
         self, loop: asyncio.AbstractEventLoop, watcher: Optional[AbstractChildWatcher]
@@ -78,3 +73,12 @@ class LoopAdapter(abc.ABC):
         thread (the loop learns the status later than its callback runs), else
         None (reap at once)."""
         return None
+
+
+def selector_wakeup_fd(loop: asyncio.AbstractEventLoop) -> Optional[int]:
+    """The signal wake-up fd of asyncio's selector loops (and the loops derived
+    from them): the write end of their self-pipe, ``_csock``."""
+    sock = getattr(loop, "_csock", None)
+    fileno = getattr(sock, "fileno", None)
+    fd = fileno() if callable(fileno) else -1
+    return fd if isinstance(fd, int) and fd >= 0 else None

@@ -32,7 +32,7 @@ import weakref
 from typing import Any, Callable, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
-from ._adapter import LoopAdapter
+from ._adapter import LoopAdapter, selector_wakeup_fd
 from ._identity import class_name
 
 _lock = threading.Lock()
@@ -179,6 +179,9 @@ class StdlibAdapter(LoopAdapter):
             if watcher is None and callable(getattr(policy, "get_child_watcher", None)):
                 return "none yet (the policy creates its default on first use)"
         return class_name(watcher if watcher is not None else _own(loop))
+
+    def signal_wakeup_fd(self, loop: asyncio.AbstractEventLoop) -> Optional[int]:
+        return selector_wakeup_fd(loop)
 
     def subprocess_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         return None

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback
 from .._errors import UnsupportedLoopError
-from ._adapter import LoopAdapter
+from ._adapter import LoopAdapter, selector_wakeup_fd
 from ._identity import class_name
 
 _lock = threading.Lock()
@@ -100,6 +100,9 @@ class StdlibAdapter(LoopAdapter):
         if watcher is None:
             return "none yet (asyncio creates its default on first use)"
         return class_name(watcher)
+
+    def signal_wakeup_fd(self, loop: asyncio.AbstractEventLoop) -> Optional[int]:
+        return selector_wakeup_fd(loop)
 
     def subprocess_refusal(self, loop: asyncio.AbstractEventLoop) -> Optional[str]:
         with _lock:

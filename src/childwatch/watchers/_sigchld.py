@@ -63,10 +63,16 @@ def _keep_quiet(fd: int, signum: int, frame: Optional[FrameType]) -> None:
     quiet_wakeup_fd(fd)
 
 
+def _is_asyncio_noop(handler: Any) -> bool:
+    """True for asyncio's own Python-level signal handler (a no-op: its loops
+    learn of signals from the wake-up fd)."""
+    return callable(handler) and getattr(handler, "__module__", "") == "asyncio.unix_events"
+
+
 def _is_foreign(handler: Any) -> bool:
     """True for a Python handler that is not an event loop's own signal machinery
     (asyncio's no-op, or a method of a loop, as trio-asyncio installs) nor ours."""
-    if not callable(handler) or getattr(handler, "__module__", "") == "asyncio.unix_events":
+    if not callable(handler) or _is_asyncio_noop(handler):
         return False
     if getattr(handler, "func", None) is _keep_quiet:
         return False
@@ -100,7 +106,9 @@ class _LoopSigchld:
         previous = signal.getsignal(signal.SIGCHLD)
         loop.add_signal_handler(signal.SIGCHLD, self._dispatch)
         wakeup_fd = signal_wakeup_fd(loop)
-        if wakeup_fd is not None:
+        if wakeup_fd is not None and _is_asyncio_noop(signal.getsignal(signal.SIGCHLD)):
+            # (a loop whose signals arrive through the wake-up fd alone: the Python-level
+            # handler is asyncio's no-op, ours can take its place)
             quiet_wakeup_fd(wakeup_fd)
             signal.signal(signal.SIGCHLD, functools.partial(_keep_quiet, wakeup_fd))
         self.previous: Optional[Callable[[int, Optional[FrameType]], Any]] = (
