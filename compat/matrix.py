@@ -16,8 +16,15 @@ The Pythons run side by side (``--jobs``, default 3: the suites mostly wait
 for children), the sid chroot's one after another in one job (they share its
 package manager); each job's output is printed whole when it ends.
 
+Real projects (``compat/real_projects.py``: pynvim, aiozmq, streamz, each its own test
+suite with the ``childwatch.legacy`` opt-in, 3.14 and 3.15 against 3.13) run as one more
+job, second in the queue, whenever 3.14 or 3.15 is asked for; ``--no-real-projects`` skips
+them.  Their chroot runs use venvs of their own under ``.matrix/real`` and enter the
+chroot only through sid.sh's lock, so they run beside the sid chain safely.
+
 Exit status 0 only if every Python was found, ran at least one test, and
-failed none, CPython's suite failed and errored nowhere, and the linters passed.
+failed none, CPython's suite failed and errored nowhere, the linters passed,
+and no real project's test passed on 3.13 but not on 3.14 or 3.15.
 """
 
 from __future__ import annotations
@@ -572,6 +579,14 @@ def package() -> bool:
     return ok and run([vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], cwd=root) == 0
 
 
+def real_projects() -> bool:
+    """compat/real_projects.py: each project's own suite, 3.14/3.15 no worse than 3.13."""
+    return run([sys.executable, str(REPO / "compat" / "real_projects.py")], cwd=REPO) == 0
+
+
+REAL_PROJECTS = "real projects (their own suites with the legacy opt-in: 3.14/3.15 no worse than 3.13)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -584,6 +599,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the matrix from the last run's reports"
+    )
+    parser.add_argument(
+        "--no-real-projects",
+        action="store_true",
+        help="skip compat/real_projects.py (real projects' own suites on 3.13, 3.14 and 3.15)",
     )
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args()
@@ -634,9 +654,15 @@ def main() -> int:
 
     in_sid = [v for v in versions if v in SID_VERSIONS and find_python(v) is None]
     groups = ([in_sid] if in_sid else []) + [[v] for v in versions if v not in in_sid]
+    judged = any(v in versions for v in ("3.14", "3.15"))
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        runs = [pool.submit(in_job, "+".join(group), chain, group) for group in groups]
+        runs = []
         checks = {}
+        for group in groups:
+            runs.append(pool.submit(in_job, "+".join(group), chain, group))
+            if not checks and judged and not args.no_real_projects and not args.report_only:
+                # Second in the queue: beside the sid chain, the longest job, not after everything.
+                checks[REAL_PROJECTS] = pool.submit(in_job, "real-projects", real_projects)
         if not args.no_lint and not args.report_only:
             checks["lint"] = pool.submit(in_job, "lint", lint)
         if not args.no_package and not args.report_only:
