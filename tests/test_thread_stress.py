@@ -20,6 +20,7 @@ autouse ``no_leaks`` fixture, no zombie, fd or thread left behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import sys
@@ -324,3 +325,197 @@ def test_close_reopen_and_attach_moves_while_eight_threads_register(name: str) -
     assert last, "nothing was registered after the last close"
     problems = book.problems(only=last)
     assert not problems, f"seed {SEED} ({gil()}): " + "\n".join(problems[:20])
+
+
+# -- races found by reading the watchers (each failed before its fix) ----------------------------
+
+
+POPEN_WAIT_IN_MAIN = """
+import json, subprocess, sys, threading, time
+import childwatch
+
+watcher = childwatch.MultiLoopChildWatcher()
+got, results = [], []
+delivered = threading.Event()
+
+def callback(pid, returncode, popen):
+    got.append(returncode)
+    delivered.set()
+
+for code in (7, 8, 9):
+    delivered.clear()
+    popen = subprocess.Popen(["sh", "-c", f"sleep 0.2; exit {code}"])
+    watcher.add_child_handler(popen.pid, callback, popen)  # outside any loop
+    started = time.monotonic()
+    waited = popen.wait()  # (no timeout: wait() then holds the Popen's lock in waitpid; bounded by the test)
+    took = time.monotonic() - started
+    results.append([waited, took, delivered.wait(30) and got[-1]])
+watcher.close()
+print(json.dumps(results))
+"""
+
+
+def test_multiloop_delivers_the_status_a_popen_wait_in_the_main_thread_collects() -> None:
+    """A child registered outside any loop, its Popen waited for in the main thread:
+    the SIGCHLD handler runs inside that very ``wait()``, which holds the Popen's
+    lock; the delivery must not wait for it there (it stalled 1 s, then gave 255).
+    In a process of its own, as a program would run it."""
+    out = subprocess.run(
+        [sys.executable, "-c", POPEN_WAIT_IN_MAIN], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    for (waited, took, delivered), code in zip(json.loads(out.stdout), (7, 8, 9)):
+        assert waited == code
+        assert delivered == code, out.stderr
+        assert took < 0.9, f"the main thread stalled {took:.2f} s in the signal handler"
+
+
+@pytest.mark.parametrize("name", ["Safe", "Fast"])
+def test_close_from_another_thread(name: str) -> None:
+    """close() of a Safe/Fast watcher attached to the main thread's loop, from
+    another thread: no error (the loop's signal handler is the main thread's to
+    remove, which it then does), and the loop's SIGCHLD handler is gone after."""
+    watcher = getattr(childwatch, f"{name}ChildWatcher")()
+    errors: List[BaseException] = []
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        watcher.attach_loop(loop)
+
+        def close() -> None:
+            try:
+                watcher.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        while closer.is_alive():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the loop removes its handler
+        return len(getattr(loop, "_signal_handlers", {}))
+
+    try:
+        handlers_left = run("asyncio", main)
+    finally:
+        watcher.close()
+    assert not errors, errors
+    assert handlers_left == 0
+
+
+@pytest.mark.parametrize("name", ["Safe", "Pidfd"])
+def test_a_registration_racing_close_is_watched_or_refused(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() used to give up the lock before releasing the watcher's resources:
+    a registration from another thread in between reopened the watcher on
+    resources about to go, and was never delivered.  (The window is widened by
+    a pause at the start of the release.)"""
+    cls = getattr(childwatch, f"{name}ChildWatcher")
+    original = cls._release_resources
+
+    def slow_release(self: Any) -> None:
+        time.sleep(0.2)
+        original(self)
+
+    monkeypatch.setattr(cls, "_release_resources", slow_release)
+    watcher = cls()
+    got: List[int] = []
+    outcome: List[str] = []
+
+    async def main() -> None:
+        watcher.attach_loop(asyncio.get_running_loop())
+        popen = spawn(5)
+
+        def register_late() -> None:
+            time.sleep(0.05)  # while close() is in its release
+            try:
+                watcher.add_child_handler(popen.pid, lambda pid, rc, p: got.append(rc), popen)
+                outcome.append("registered")
+            except RuntimeError:
+                outcome.append("refused")
+
+        late = threading.Thread(target=register_late)
+        late.start()
+        watcher.close()  # (the loop's thread: the release pauses inside it)
+        while late.is_alive():
+            await asyncio.sleep(0.01)
+        release(popen)
+        if outcome == ["registered"]:
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        popen.wait(30)
+
+    try:
+        run("asyncio", main)
+    finally:
+        watcher.close()
+    assert outcome in (["registered"], ["refused"]), outcome
+    if outcome == ["registered"]:
+        assert got == [5], "registered after close() began, never delivered"
+
+
+def test_safe_sees_an_exit_while_a_registration_is_being_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Safe skipped its scan when its table looked empty (read without the lock)
+    while another thread held the lock between reading its child's status and
+    admitting it: that child's exit went unseen for good."""
+    cls = childwatch.SafeChildWatcher
+    status_at_registration = cls._status_at_registration
+
+    def slow(self: Any, pid: int) -> Any:
+        status = status_at_registration(self, pid)
+        time.sleep(0.3)  # preempted after the status read, before the entry is admitted
+        return status
+
+    monkeypatch.setattr(cls, "_status_at_registration", slow)
+    watcher = cls()
+    got: List[int] = []
+
+    async def main() -> None:
+        watcher.attach_loop(asyncio.get_running_loop())
+        popen = subprocess.Popen(["sh", "-c", "sleep 0.1; exit 9"])  # exits during the pause
+        registrar = threading.Thread(
+            target=watcher.add_child_handler, args=(popen.pid, lambda pid, rc, p: got.append(rc), popen)
+        )
+        registrar.start()
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        registrar.join(10)
+        popen.wait(30)
+
+    try:
+        run("asyncio", main)
+    finally:
+        watcher.close()
+    assert got == [9]
+
+
+def test_an_adapter_plugin_may_ask_for_adapters_as_it_is_imported(tmp_path: Any) -> None:
+    """Entry points were loaded under the registry's lock: a plugin that registers
+    an adapter (or asks for one) as it is imported deadlocked the first query."""
+    dist = tmp_path / "askingloop-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: askingloop\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[childwatch.loops]\naskingloop = askingloop_adapter:make\n")
+    (tmp_path / "askingloop_adapter.py").write_text(
+        "import childwatch.loops\n"
+        "childwatch.loops.adapters()  # asked while the entry points load\n"
+        "class Adapter(childwatch.loops.LoopAdapter):\n"
+        "    name = 'askingloop'\n"
+        "    def matches(self, loop):\n"
+        "        return False\n"
+        "def make():\n"
+        "    return Adapter()\n"
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import childwatch.loops\n"
+        "print([a.name for a in childwatch.loops.adapters()][:1])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['askingloop']"

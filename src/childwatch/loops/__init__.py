@@ -60,6 +60,7 @@ ENTRY_POINT_GROUP = "childwatch.loops"
 _lock = threading.Lock()
 _registered: List[LoopAdapter] = []
 _from_entry_points: Optional[List[LoopAdapter]] = None
+_loading = threading.local()  # .now: this thread is loading the entry points
 _stdlib = StdlibAdapter()
 _builtin: List[LoopAdapter] = [*own_reapers(), RloopAdapter(), _stdlib]
 
@@ -98,10 +99,19 @@ def _load_entry_points() -> List[LoopAdapter]:
 def adapters() -> List[LoopAdapter]:
     """Every adapter, in the order they are consulted."""
     global _from_entry_points
+    if _from_entry_points is None and not getattr(_loading, "now", False):
+        # Loaded outside the lock: a plugin may register an adapter, or ask for one,
+        # as it is imported (asked meanwhile, from that thread, it has none yet).
+        _loading.now = True
+        try:
+            found = _load_entry_points()
+        finally:
+            _loading.now = False
+        with _lock:
+            if _from_entry_points is None:
+                _from_entry_points = found
     with _lock:
-        if _from_entry_points is None:
-            _from_entry_points = _load_entry_points()
-        return [*_registered, *_from_entry_points, *_builtin]
+        return [*_registered, *(_from_entry_points or []), *_builtin]
 
 
 def no_adapter_reason(loop: object) -> str:

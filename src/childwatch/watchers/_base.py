@@ -310,6 +310,9 @@ class WatcherBase(AbstractChildWatcher):
             self._epoch += 1
             for entry in self._registered_entries():
                 self._drop(entry)
+            if self._release_under_lock:  # no registration may slip in before the resources go
+                self._release_resources()
+                return
         self._release_resources()
 
     def is_active(self) -> bool:
@@ -320,6 +323,13 @@ class WatcherBase(AbstractChildWatcher):
         return self
 
     # -- for subclasses ---------------------------------------------------
+
+    _release_under_lock = True
+    """Whether :meth:`close` releases the resources in the same hold of the lock
+    that closed the watcher (else a registration from another thread in
+    between would reopen it on resources about to go, and never be
+    delivered).  Threaded releases after it (it joins its waiter threads,
+    which take the lock), and checks ``_closed`` and the epoch itself."""
 
     _loop_at_registration = True
     """Whether a registration records the loop running where it is made
@@ -360,8 +370,9 @@ class WatcherBase(AbstractChildWatcher):
         self._unwatch(entry)
 
     def _registered_entries(self) -> List[Entry]:
-        """The registered entries, as a list (lock held)."""
-        return [entry for entry in self._table.values() if entry.state is REGISTERED]
+        """The registered entries, as a list (lock held; the values are copied in one
+        C call first: MultiLoop's signal handler may claim an entry mid-iteration)."""
+        return [entry for entry in list(self._table.values()) if entry.state is REGISTERED]
 
     def _claim(self, pid: int, entry: Optional[Entry] = None) -> Optional[Entry]:
         """Make ``pid``'s registered entry :data:`DELIVERING` and return it; None

@@ -264,12 +264,6 @@ class SigchldWatcher(WatcherBase):
             delay = theft_check_delay(len(self._registered))
             self._theft_timer = (loop, loop.call_later(delay, self._theft_check_now))
 
-    def _cancel_theft_check(self) -> None:
-        """Drop the pending check (call it in its loop's thread)."""
-        timer, self._theft_timer = self._theft_timer, None
-        if timer is not None:
-            timer[1].cancel()
-
     def _theft_check_now(self) -> None:
         self._theft_timer = None
         if not self._closed:
@@ -326,8 +320,29 @@ class LoopSigchldWatcher(SigchldWatcher):
         return self._loop.is_running()
 
     def _detach(self) -> None:
+        """Leave the loop: its handler, timers and the hubs are the main thread's
+        (``signal.signal`` works only there), so from another thread (a
+        ``close()`` anywhere) the leaving is handed to the loop, which runs in
+        the main thread; the watcher is detached at once all the same."""
         loop, self._loop = self._loop, None
-        self._cancel_theft_check()
+        timer, self._theft_timer = self._theft_timer, None
+        if loop is None:
+            self._leave(None, timer)
+        elif (
+            threading.current_thread() is threading.main_thread()
+            or loop.is_closed()
+            or not call_in_loop(loop, self._leave, loop, timer)
+        ):
+            self._leave(loop, timer)
+
+    def _leave(
+        self,
+        loop: Optional[asyncio.AbstractEventLoop],
+        timer: Optional[Tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]],
+    ) -> None:
+        """Cancel the theft check and leave ``loop``'s hub (in the main thread)."""
+        if timer is not None:
+            timer[1].cancel()
         if loop is None:
             return
         hub = _hub_of(loop)

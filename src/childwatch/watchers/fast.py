@@ -80,4 +80,5 @@ class FastChildWatcher(LoopSigchldWatcher):
 
     def _release_resources(self) -> None:
         super()._release_resources()
-        self._early.clear()
+        with self._lock:
+            self._early.clear()

@@ -217,8 +217,28 @@ class MultiLoopChildWatcher(SigchldWatcher):
     def is_active(self) -> bool:
         return self._installed or threading.current_thread() is threading.main_thread()
 
+    def _dispatch_to_loop(self, entry: Entry, returncode: Optional[int], reap: bool = True) -> None:
+        """As for every watcher; but a child registered outside any loop whose
+        status someone else collected is delivered from a thread of its own when
+        the main thread (the signal handler) finds it: the Popen rule may wait
+        for that child's Popen to store its status, and the handler may have
+        interrupted that very Popen's ``wait()`` in the main thread."""
+        if (
+            entry.loop is None
+            and returncode is None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            threading.Thread(
+                target=self._deliver,
+                args=(entry, None, reap),
+                name="childwatch-multiloop-deliver",
+                daemon=True,
+            ).start()
+            return
+        super()._dispatch_to_loop(entry, returncode, reap)
+
     # Never call back from inside a signal handler: hand over to the loop.
-    _dispatch = SigchldWatcher._dispatch_to_loop
+    _dispatch = _dispatch_to_loop
 
     def _dispatcher(self, in_loop: Optional[asyncio.AbstractEventLoop]) -> Callable[[Entry, int], None]:
         """How a scan running in ``in_loop``'s callback (None: in the signal
@@ -312,11 +332,21 @@ class MultiLoopChildWatcher(SigchldWatcher):
         self._after_loop_delivery()
 
     def _on_sigchld(self) -> None:
-        """Called by the shared handler, in the main thread between bytecodes."""
+        """Called by the shared handler, in the main thread between bytecodes.
+
+        If the handler interrupted the main thread inside one of this watcher's
+        locked sections (a registration, a removal, a theft check: each a
+        check-then-act on the table), scanning here would change the table under
+        it: the scan goes to a thread of its own, which waits for the lock."""
         self._signals += 1
         if not self._closed and self._table:  # with nothing in the table there is nothing to deliver
             self._theft_due = True
-            self._guarded_scan(None)
+            if self._lock._is_owned():  # type: ignore[attr-defined]
+                threading.Thread(
+                    target=self._guarded_scan, args=(None,), name="childwatch-multiloop-scan", daemon=True
+                ).start()
+            else:
+                self._guarded_scan(None)
 
     def _after_loop_delivery(self) -> None:
         # The child just reaped in the loop's thread hid the exits behind it:

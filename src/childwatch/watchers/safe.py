@@ -16,6 +16,8 @@ class SafeChildWatcher(LoopSigchldWatcher):
     """
 
     def _scan(self) -> None:
-        # With nothing in the table there is nothing to deliver (Fast scans still: it reaps).
-        if self._table and self._scan_visible_exits(self._deliver) is HIDDEN:
+        # Always (no unlocked "table is empty" shortcut): a registration in another
+        # thread may hold the lock between reading its child's status and admitting
+        # it; the scan waits for the lock and so sees that child's exit.
+        if self._scan_visible_exits(self._deliver) is HIDDEN:
             self._check_all()

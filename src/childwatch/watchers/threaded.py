@@ -160,6 +160,7 @@ class ThreadedChildWatcher(WatcherBase):
         self._retiring: Set[threading.Thread] = set()
 
     _dispatch = WatcherBase._dispatch_to_loop
+    _release_under_lock = False  # (it joins its waiters: see WatcherBase._release_under_lock)
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         check_loop(loop)
