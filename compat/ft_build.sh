@@ -14,7 +14,8 @@
 # or restores the tarball, in seconds.
 #
 # One line per X.Y on stdout (the rest goes to stderr):
-#   X.Yt ok: VERSION, HOW          built, restored or kept; the GIL checked off
+#   X.Yt ok: VERSION from pythonX.Y SOURCE-VERSION at INTERPRETER; HOW
+#                                  built, restored or kept; the GIL checked off
 #   X.Yt no-source: REASON         Debian lists no source, or its archive answers 404 for each
 #   X.Yt failed: REASON
 # Exit status 0 if every X.Y is ok or has no source, else 1.
@@ -137,7 +138,7 @@ build() {  # VER SOURCE-VERSION PREFIX CONFIGURE: prints how it went
         strip --strip-debug $prefix/bin/python${ver}t &&
         if [ -f $prefix/bin/python$ver ]; then ln -f $prefix/bin/python${ver}t $prefix/bin/python$ver; fi &&
         rm -rf $tree" >&2 || return 1
-    echo "built from Debian's python$ver $v source:${phases%,}"
+    echo "built:${phases%,}"
 }
 
 # ---- main ------------------------------------------------------------------
@@ -194,7 +195,7 @@ for VER in "$@"; do
         gone=${gone# }
         result "$FT no-source: Debian's archive answers 404 (python$VER ${gone// /, } listed)"
     elif version=$(check "$PY"); then
-        result "$FT ok: $version ($PY), $how"
+        result "$FT ok: $version from python$VER $got at $PY; $how"
     else
         result "$FT failed: $PY does not run free-threaded with the GIL off (the check above says why)"
         status=1
