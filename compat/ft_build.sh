@@ -6,7 +6,8 @@
 #
 # For each X.Y it takes the newest pythonX.Y source version that Debian (sid, forky, trixie)
 # lists and whose files download, configures the upstream tarball of that source package with
-# --disable-gil (no PGO or LTO: minutes rather than an hour on two cores), and installs it in
+# --disable-gil (no PGO or LTO: minutes rather than an hour on two cores) and --enable-shared (as
+# Debian's: wheels such as talyn's link to libpython3.Yt.so; an rpath finds it), and installs it in
 # /opt/pyXYt in the chroot: `bash compat/sid.sh X.Yt CMD` then runs CMD with it (venv
 # /opt/venv-X.Yt).  The installed prefix (its test package included: compat/cpython_suite.py
 # needs it) is cached as a zstd tarball on the host, keyed by the Debian source version, the
@@ -147,7 +148,7 @@ for VER in "$@"; do
     FT=${VER}t
     PREFIX=/opt/py${VER//./}t
     PY=$PREFIX/bin/python$FT
-    CONFIGURE="./configure --disable-gil --prefix=$PREFIX --with-ensurepip=no"
+    CONFIGURE="./configure --disable-gil --enable-shared --prefix=$PREFIX --with-ensurepip=no LDFLAGS=-Wl,-rpath,$PREFIX/lib"
     recipe=$(cksum <<< "$CONFIGURE" | cut -d' ' -f1)
     # shellcheck disable=SC2086
     listed=$(in_sid apt-cache $APT showsrc --only-source "python$VER" 2>/dev/null \
