@@ -32,6 +32,9 @@ For Threaded, the harness's ``close_loop`` also joins childwatch's waiter
 threads, as CPython's joins those of asyncio's ``ThreadedChildWatcher``
 (:func:`_close_loop_joining_our_threads`).
 
+On a free-threaded build (``Py_GIL_DISABLED``) a watcher's run that ends with the GIL on
+counts as failed: it did not test what it was meant to.
+
 Prints one line per watcher and exits 0 only if no test failed or errored and
 at least one ran for every watcher.  A watcher's run gives up after
 ``--timeout`` seconds (a failure).
@@ -44,6 +47,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import unittest
 from typing import Any, Dict, List
 
@@ -149,9 +153,13 @@ def run_one(name: str) -> Dict[str, Any]:
         # What regrtest calls "env changed": a test left a thread, a child or
         # a file behind (the warnings above say which).
         problems.append("environment altered (dangling threads or children; see the warnings)")
+    failures = len(result.failures) + len(result.unexpectedSuccesses) + support.environment_altered
+    if sysconfig.get_config_var("Py_GIL_DISABLED") == 1 and sys._is_gil_enabled():
+        problems.append("the GIL was on at the end of the run (a free-threaded build)")
+        failures += 1
     return {
         "run": result.testsRun,
-        "failures": len(result.failures) + len(result.unexpectedSuccesses) + support.environment_altered,
+        "failures": failures,
         "errors": len(result.errors),
         "skipped": len(result.skipped),
         "skip_reasons": sorted({reason for _, reason in result.skipped}),

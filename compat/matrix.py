@@ -10,7 +10,9 @@ each watcher plugged in (``compat/cpython_suite.py``), and finally writes
 ``compat/MATRIX.md`` and ``compat/matrix.json`` from those reports: which watcher works on which loop
 and Python, with the reason for every cell that is not a pass.  Pythons 3.9–3.13
 come from pyenv or PATH; 3.14 and 3.15, when missing, from a Debian sid chroot
-that ``compat/sid.sh`` provisions.  ruff and ``mypy --strict`` run once.
+that ``compat/sid.sh`` provisions; free-threaded 3.13t (3.14t, 3.15t the day Debian's archive
+serves their source) built there by ``compat/ft_build.sh``, run with the GIL off and checked off
+(``compat/gil_check.py``).  ruff and ``mypy --strict`` run once.
 
 The Pythons run side by side (``--jobs``, default 3: the suites mostly wait
 for children), the sid chroot's one after another in one job (they share its
@@ -24,7 +26,9 @@ chroot only through sid.sh's lock, so they run beside the sid chain safely.
 
 Exit status 0 only if every Python was found, ran at least one test, and
 failed none, CPython's suite failed and errored nowhere, the linters passed,
-and no real project's test passed on 3.13 but not on 3.14 or 3.15.
+and no real project's test passed on 3.13 but not on 3.14 or 3.15 (a
+free-threaded build with no source to build it from is shown, with the
+reason, and is not a failure).
 """
 
 from __future__ import annotations
@@ -48,9 +52,30 @@ from typing import Any, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".matrix"
-VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15", "pypy3.9", "pypy3.11"]
+VERSIONS = [
+    "3.9",
+    "3.10",
+    "3.11",
+    "3.12",
+    "3.13",
+    "3.13t",
+    "3.14",
+    "3.14t",
+    "3.15",
+    "3.15t",
+    "pypy3.9",
+    "pypy3.11",
+]
 SID_VERSIONS = {"3.14": "3.14", "3.15": "3.15", "pypy3.11": "pypy3"}
 """The Pythons that come from the sid chroot when the host lacks them: version -> sid.sh's name."""
+FREE_THREADED = {"3.13t": "3.13", "3.14t": "3.14", "3.15t": "3.15"}
+"""Free-threaded CPythons (``--disable-gil``) that compat/ft_build.sh builds in the sid chroot from
+Debian's source package of that CPython (or restores from its cache): version -> its X.Y."""
+FREE_THREADED_PIP = {"PYTHON_GIL": "0", "PIP_ONLY_BINARY": "uvloop,greenlet"}
+"""The environment of their jobs.  The GIL kept off even when a C extension not marked safe without it
+is imported (greenlet 3.2's cp313t wheel, which trio-asyncio loads, is not: it would turn the GIL
+on); compat/gil_check.py checks it stayed off.  uvloop and greenlet from wheels only: uvloop has
+no cp313t wheel and its extra is left out rather than compiled (minutes, to fail)."""
 HOST_APT = {"pypy3.9": "pypy3 pypy3-venv"}
 """Debian packages that give the host (Debian bookworm) the Python of that version."""
 EXTRAS = "test,uvloop,trio,trio-asyncio"
@@ -191,24 +216,58 @@ def install_extras(pip_install: Any) -> bool:
     return True
 
 
-def test_sid(version: str, pytest_args: List[str]) -> Tuple[int, str]:
-    sid = ["bash", str(REPO / "compat" / "sid.sh"), SID_VERSIONS[version]]
+def test_sid(version: str, pytest_args: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[int, str]:
+    sid = ["bash", str(REPO / "compat" / "sid.sh"), SID_VERSIONS.get(version, version)]
+    env = env or dict(os.environ)
 
     def pip_install(spec: str) -> int:
-        return run([*sid, "true"], env=dict(os.environ, CHILDWATCH_SID_PIP=f"-q -e /src[{spec}]"))
+        return run([*sid, "true"], env=dict(env, CHILDWATCH_SID_PIP=f"-q -e /src[{spec}]"))
 
     if not install_extras(pip_install):
         return 1, "provisioning or pip install in the sid chroot failed"
     for packages in PYPI_LOOPS.values():
-        run([*sid, "true"], env=dict(os.environ, CHILDWATCH_SID_PIP=f"-q --only-binary :all: {packages}"))
+        run([*sid, "true"], env=dict(env, CHILDWATCH_SID_PIP=f"-q --only-binary :all: {packages}"))
     junit = f"/src/.matrix/junit-{version}.xml"
     code = run(
-        [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args]
+        [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args],
+        env=env,
     )
-    run([*sid, "sh", "-c", f"python -m childwatch --probe --json > /src/.matrix/loops-{version}.json"])
+    run(
+        [*sid, "sh", "-c", f"python -m childwatch --probe --json > /src/.matrix/loops-{version}.json"],
+        env=env,
+    )
     if not is_pypy(version):
-        run([*sid, "python", "compat/cpython_suite.py", f"--json=/src/.matrix/cpython-{version}.json"])
+        run(
+            [*sid, "python", "compat/cpython_suite.py", f"--json=/src/.matrix/cpython-{version}.json"],
+            env=env,
+        )
     return code, f"{'PyPy' if is_pypy(version) else 'CPython'} from the Debian sid chroot (compat/sid.sh)"
+
+
+def test_free_threaded(version: str, pytest_args: List[str]) -> Tuple[Optional[int], str]:
+    """Build (or restore) ``version`` with compat/ft_build.sh, then what :func:`test_sid` does, in
+    :data:`FREE_THREADED_PIP`'s environment, pytest with compat/gil_check.py (the GIL asked after
+    every test; a test of its own fails if it was ever on), CPython's suite failing a watcher's run
+    that ends with the GIL on.  ``(None, reason)``: Debian has no source to build it from."""
+    cmd = ["bash", str(REPO / "compat" / "ft_build.sh"), FREE_THREADED[version]]
+    log("$ " + " ".join(cmd))
+    build = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=getattr(_job, "out", None), text=True)
+    lines = build.stdout.strip().splitlines()
+    line = lines[-1] if lines else f"{version} failed: ft_build.sh exited {build.returncode}"
+    log(line)
+    status, _, detail = line.partition(" ")[2].partition(": ")
+    if status == "no-source":
+        return None, f"no source: {detail}"
+    built = re.match(r"(\S+) from (\S+ \S+) at ", detail)
+    if build.returncode != 0 or status != "ok" or not built:
+        return 1, f"the build failed: {detail}"
+    code, _ = test_sid(
+        version, [*pytest_args, "-p", "compat.gil_check"], dict(os.environ, **FREE_THREADED_PIP)
+    )
+    return code, (
+        f"free-threaded CPython {built[1]}, built by compat/ft_build.sh from Debian's {built[2]} source "
+        "in the sid chroot; PYTHON_GIL=0, the GIL checked off"
+    )
 
 
 def read_junit(path: Path) -> List[Dict[str, str]]:
@@ -496,10 +555,12 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
             f"| {version} | {res.get('interpreter', '-')} | {res.get('passed', 0)} | {res.get('failed', 0)} | "
             f"{res.get('skipped', 0)} | {res.get('seconds', '-')} | {res['result']} |"
         )
+    # A free-threaded build that could not be had has its summary row only (the reason is there).
+    tested = {version: res for version, res in data["pythons"].items() if not res.get("unbuilt")}
     for loop in LOOPS:
         lines += ["", f"## Watchers on {loop}", "", "| Python | " + " | ".join(WATCHERS) + " |"]
         lines.append("|---|" + "---|" * len(WATCHERS))
-        for version, res in data["pythons"].items():
+        for version, res in tested.items():
             row = [render_cell(res["watchers"][f"{loop}/{w}"]) for w in WATCHERS]
             lines.append(f"| {version} | " + " | ".join(row) + " |")
     lines += [
@@ -514,16 +575,16 @@ def write_matrix(results: Dict[str, Dict[str, Any]]) -> None:
         "| Python | " + " | ".join(WATCHERS) + " |",
         "|---|" + "---|" * len(WATCHERS),
     ]
-    for version, res in data["pythons"].items():
+    for version, res in tested.items():
         if is_pypy(version):
             continue  # CPython's test package is CPython's
         suite = res.get("cpython_suite", {})
         lines.append(f"| {version} | " + " | ".join(render_suite_cell(suite.get(w)) for w in WATCHERS) + " |")
-    lines += loop_sections(results)
+    lines += loop_sections({version: results[version] for version in tested})
     for api, per_loop in API_RULES.items():
         lines += ["", f"## API: {api}", "", "| Python | " + " | ".join(per_loop) + " |"]
         lines.append("|---|" + "---|" * len(per_loop))
-        for version, res in data["pythons"].items():
+        for version, res in tested.items():
             row = [render_cell(res["apis"][f"{api}/{loop}"]) for loop in per_loop]
             lines.append(f"| {version} | " + " | ".join(row) + " |")
     (REPO / "compat" / "MATRIX.md").write_text("\n".join(lines) + "\n")
@@ -626,8 +687,17 @@ def main() -> int:
         elif version in SID_VERSIONS:
             junit.unlink(missing_ok=True)
             code, interpreter = test_sid(version, args.pytest_args)
+        elif version in FREE_THREADED:
+            junit.unlink(missing_ok=True)
+            (WORK / f"unbuilt-{version}.txt").unlink(missing_ok=True)
+            code, interpreter = test_free_threaded(version, args.pytest_args)
+            if code is None:  # a Python we cannot get: shown, with the reason, not counted against us
+                (WORK / f"unbuilt-{version}.txt").write_text(interpreter)
         else:
             return {"result": "MISSING", "interpreter": "not found", "ok": False}
+        if code is None or (args.report_only and (WORK / f"unbuilt-{version}.txt").exists()):
+            why = (WORK / f"unbuilt-{version}.txt").read_text()
+            return {"result": f"not built: {why}", "interpreter": "-", "ok": True, "unbuilt": True}
         cases = read_junit(junit) if junit.exists() and code in (0, 1) else []
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
         cpython = read_cpython_suite(suite)
@@ -653,7 +723,11 @@ def main() -> int:
         return {version: one(version) for version in names}
 
     in_sid = [v for v in versions if v in SID_VERSIONS and find_python(v) is None]
-    groups = ([in_sid] if in_sid else []) + [[v] for v in versions if v not in in_sid]
+    # The free-threaded builds start early, each a job of its own (ft_build.sh builds one at a time).
+    free = [[v] for v in versions if v in FREE_THREADED]
+    groups = (
+        ([in_sid] if in_sid else []) + free + [[v] for v in versions if v not in [*in_sid, *FREE_THREADED]]
+    )
     judged = any(v in versions for v in ("3.14", "3.15"))
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         runs = []

@@ -2,6 +2,10 @@
 # Run a command under Python 3.14/3.15 or PyPy (pypy3) from a Debian sid chroot.
 #
 #   bash compat/sid.sh 3.14 CMD [ARGS...]   # run CMD in /src (= this repo); also 3.15, pypy3
+#   bash compat/sid.sh 3.13t CMD [ARGS...]  # free-threaded 3.13 that compat/ft_build.sh built
+#   bash compat/sid.sh --root [--locked] CMD [ARGS...]
+#                                           # CMD as the chroot's root, no venv; --locked keeps
+#                                           # the chroot's lock while it runs (apt, dpkg)
 #   bash compat/sid.sh --teardown           # unmount everything (keeps chroot)
 #
 # Each run mounts /proc, /dev and /src (this checkout) in a private mount
@@ -17,6 +21,7 @@
 set -euo pipefail
 
 VERSIONS="3.14 3.15 pypy3"
+FT_VERSIONS="3.13t 3.14t 3.15t"   # no Debian package: compat/ft_build.sh builds them in the chroot
 ROOT=${CHILDWATCH_SID_ROOT:-/var/tmp/childwatch-sid}
 ROOT=${ROOT%/}
 STAMP="$ROOT/.childwatch-sid-provisioned"
@@ -27,7 +32,8 @@ die() { echo "sid.sh: error: $*" >&2; exit 1; }
 log() { echo "sid.sh: $*" >&2; }
 
 usage() {
-    echo "usage: bash compat/sid.sh {$(echo "$VERSIONS" | tr ' ' '|')} CMD [ARGS...]" >&2
+    echo "usage: bash compat/sid.sh {$(echo "$VERSIONS $FT_VERSIONS" | tr ' ' '|')} CMD [ARGS...]" >&2
+    echo "       bash compat/sid.sh --root [--locked] CMD [ARGS...]" >&2
     echo "       bash compat/sid.sh --teardown" >&2
     exit 2
 }
@@ -82,7 +88,14 @@ provision() {
 
 # The interpreter of a version, and the Debian packages it needs
 # (libpython3.X-testsuite: CPython's own test package, for compat/cpython_suite.py).
-interpreter() { if [[ $1 == pypy3 ]]; then echo pypy3; else echo "python$1"; fi; }
+# A free-threaded X.Yt is compat/ft_build.sh's build, in /opt/pyXYt (e.g. /opt/py313t/bin/python3.13t).
+interpreter() {
+    case $1 in
+        pypy3) echo pypy3 ;;
+        *t) echo "/opt/py${1//./}/bin/python$1" ;;
+        *) echo "python$1" ;;
+    esac
+}
 # What the loops from PyPI load beside CPython: libpython for talyn's extension,
 # and for PySide6 (qasync's Qt, run headless) the libraries its Qt links to.
 QT_LIBS="libegl1 libgl1 libx11-6 libdbus-1-3 libfontconfig1 libfreetype6 libglib2.0-0t64 libxkbcommon0"
@@ -129,9 +142,13 @@ sync_config() {
 # test/Python/pip knobs. PIP_FIND_LINKS and PYTHONPATH/PYTHONHOME name host
 # paths, so they are dropped.
 build_env() {
-    local name
-    ENVV=("PATH=/opt/venv-$VERSION/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-          "HOME=/root" "VIRTUAL_ENV=/opt/venv-$VERSION" "LANG=${LANG:-C.UTF-8}")
+    local name path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    if [[ $VERSION == --root ]]; then
+        ENVV=("PATH=$path")
+    else
+        ENVV=("PATH=/opt/venv-$VERSION/bin:$path" "VIRTUAL_ENV=/opt/venv-$VERSION")
+    fi
+    ENVV+=("HOME=/root" "LANG=${LANG:-C.UTF-8}")
     for name in $(compgen -e); do
         case $name in
             PIP_FIND_LINKS|PYTHONPATH|PYTHONHOME) ;;
@@ -155,15 +172,19 @@ if [[ $1 == --teardown ]]; then
     exit 0
 fi
 
+ARGS=("$@")
 VERSION=$1; shift
-[[ " $VERSIONS " == *" $VERSION "* ]] || die "unsupported Python version '$VERSION' (supported: $VERSIONS)"
+LOCKED=""
+if [[ $VERSION == --root && ${1:-} == --locked ]]; then LOCKED=1; shift; fi
+[[ $VERSION == --root || " $VERSIONS $FT_VERSIONS " == *" $VERSION "* ]] \
+    || die "unsupported Python version '$VERSION' (supported: $VERSIONS $FT_VERSIONS)"
 [[ $# -ge 1 ]] || usage
 
 # Go on in a private mount namespace (see the header); the marker is not
 # passed into the chroot (build_env keeps only the names it lists).
 if [[ -z ${_SID_SH_PRIVATE_NS:-} ]]; then
     command -v unshare >/dev/null || die "unshare (util-linux) is required"
-    _SID_SH_PRIVATE_NS=1 exec unshare --mount --propagation private -- "$BASH" "${BASH_SOURCE[0]}" "$VERSION" "$@"
+    _SID_SH_PRIVATE_NS=1 exec unshare --mount --propagation private -- "$BASH" "${BASH_SOURCE[0]}" "${ARGS[@]}"
 fi
 
 exec 9>"$LOCK"
@@ -185,6 +206,15 @@ while mountpoint -q "$ROOT/src"; do umount -l "$ROOT/src"; done
 mount_once "$ROOT/src" --bind "$REPO"
 [[ $(stat -c %d:%i "$ROOT/src") == "$(stat -c %d:%i "$REPO")" ]] || die "could not bind $REPO to $ROOT/src"
 
+if [[ $VERSION == --root ]]; then
+    build_env
+    # Release the lock unless asked to keep it: CMD (and whatever it leaves running) holds fd 9.
+    [[ -n $LOCKED ]] || exec 9>&-
+    exec chroot "$ROOT" /usr/bin/env -i -C /src "${ENVV[@]}" "$@"
+fi
+if [[ $VERSION == *t && ! -x "$ROOT$(interpreter "$VERSION")" ]]; then
+    die "no $(interpreter "$VERSION") in the chroot: build it first (bash compat/ft_build.sh ${VERSION%t})"
+fi
 build_env
 VENV="$ROOT/opt/venv-$VERSION"
 if [[ ! -f "$VENV/.ready" ]]; then
