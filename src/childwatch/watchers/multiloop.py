@@ -332,21 +332,11 @@ class MultiLoopChildWatcher(SigchldWatcher):
         self._after_loop_delivery()
 
     def _on_sigchld(self) -> None:
-        """Called by the shared handler, in the main thread between bytecodes.
-
-        If the handler interrupted the main thread inside one of this watcher's
-        locked sections (a registration, a removal, a theft check: each a
-        check-then-act on the table), scanning here would change the table under
-        it: the scan goes to a thread of its own, which waits for the lock."""
+        """Called by the shared handler, in the main thread between bytecodes."""
         self._signals += 1
         if not self._closed and self._table:  # with nothing in the table there is nothing to deliver
             self._theft_due = True
-            if self._lock._is_owned():  # type: ignore[attr-defined]
-                threading.Thread(
-                    target=self._guarded_scan, args=(None,), name="childwatch-multiloop-scan", daemon=True
-                ).start()
-            else:
-                self._guarded_scan(None)
+            self._guarded_scan(None)
 
     def _after_loop_delivery(self) -> None:
         # The child just reaped in the loop's thread hid the exits behind it:
