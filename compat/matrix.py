@@ -14,7 +14,7 @@ that ``compat/sid.sh`` provisions; free-threaded 3.13t (3.14t, 3.15t the day Deb
 serves their source) built there by ``compat/ft_build.sh``, run with the GIL off and checked off
 (``compat/gil_check.py``).  ruff and ``mypy --strict`` run once.
 
-The Pythons run side by side (``--jobs``, default 4: the suites mostly wait
+The Pythons run side by side (``--jobs``, default 3: the suites mostly wait
 for children), the sid chroot's one after another in one job (they share its
 package manager); each job's output is printed whole when it ends.
 
@@ -654,7 +654,7 @@ def main() -> int:
     )
     parser.add_argument("--versions", default=",".join(VERSIONS))
     parser.add_argument("--no-lint", action="store_true")
-    parser.add_argument("--jobs", type=int, default=4, help="Pythons (and checks) run side by side")
+    parser.add_argument("--jobs", type=int, default=3, help="Pythons (and checks) run side by side")
     parser.add_argument(
         "--no-package", action="store_true", help="skip building and testing the sdist and wheel"
     )
