@@ -414,7 +414,10 @@ def test_a_registration_racing_close_is_watched_or_refused(
     cls = getattr(childwatch, f"{name}ChildWatcher")
     original = cls._release_resources
 
+    releasing = threading.Event()
+
     def slow_release(self: Any) -> None:
+        releasing.set()
         time.sleep(0.2)
         original(self)
 
@@ -428,7 +431,7 @@ def test_a_registration_racing_close_is_watched_or_refused(
         popen = spawn(5)
 
         def register_late() -> None:
-            time.sleep(0.05)  # while close() is in its release
+            releasing.wait(30)  # while close() is in its release (not before it began: then it drops it)
             try:
                 watcher.add_child_handler(popen.pid, lambda pid, rc, p: got.append(rc), popen)
                 outcome.append("registered")
