@@ -14,15 +14,15 @@ that ``compat/sid.sh`` provisions; free-threaded 3.13t (3.14t, 3.15t the day Deb
 serves their source) built there by ``compat/ft_build.sh``, run with the GIL off and checked off
 (``compat/gil_check.py``).  ruff and ``mypy --strict`` run once.
 
-The Pythons run side by side (``--jobs``, default 3: the suites mostly wait
-for children), the sid chroot's one after another in one job (they share its
-package manager); each job's output is printed whole when it ends.
+The Pythons run side by side (``--jobs``, default 3), each a job of its own, the longest
+first (``LONGEST_FIRST``); the sid chroot's package manager is serialised by sid.sh's lock;
+each job's output is printed whole when it ends.
 
 Real projects (``compat/real_projects.py``: pynvim, aiozmq, streamz, each its own test
 suite with the ``childwatch.legacy`` opt-in, 3.14 and 3.15 against 3.13) run as one more
-job, second in the queue, whenever 3.14 or 3.15 is asked for; ``--no-real-projects`` skips
+job, after the PyPys and the free-threaded builds, whenever 3.14 or 3.15 is asked for; ``--no-real-projects`` skips
 them.  Their chroot runs use venvs of their own under ``.matrix/real`` and enter the
-chroot only through sid.sh's lock, so they run beside the sid chain safely.
+chroot only through sid.sh's lock, so they run beside the sid Pythons' jobs safely.
 
 Exit status 0 only if every Python was found, ran at least one test, and
 failed none, CPython's suite failed and errored nowhere, the linters passed,
@@ -66,6 +66,12 @@ VERSIONS = [
     "pypy3.9",
     "pypy3.11",
 ]
+LONGEST_FIRST = [
+    *("pypy3.11", "pypy3.9", "3.13t", "3.14t", "3.15t", "real-projects"),
+    *("3.9", "3.13", "3.10", "3.14", "3.11", "3.12", "3.15"),
+]
+"""The order the jobs start in, the longest first (a full run's minutes, under load: the PyPys ~15,
+3.13t a build and ~25, the real projects ~6, the CPythons 5–12)."""
 SID_VERSIONS = {"3.14": "3.14", "3.15": "3.15", "pypy3.11": "pypy3"}
 """The Pythons that come from the sid chroot when the host lacks them: version -> sid.sh's name."""
 FREE_THREADED = {"3.13t": "3.13", "3.14t": "3.14", "3.15t": "3.15"}
@@ -719,33 +725,25 @@ def main() -> int:
             **counts,
         }
 
-    def chain(names: List[str]) -> Dict[str, Dict[str, Any]]:
-        return {version: one(version) for version in names}
-
-    in_sid = [v for v in versions if v in SID_VERSIONS and find_python(v) is None]
-    # The free-threaded builds start early, each a job of its own (ft_build.sh builds one at a time).
-    free = [[v] for v in versions if v in FREE_THREADED]
-    groups = (
-        ([in_sid] if in_sid else []) + free + [[v] for v in versions if v not in [*in_sid, *FREE_THREADED]]
-    )
-    judged = any(v in versions for v in ("3.14", "3.15"))
+    # Longest first, each Python a job of its own (sid.sh's lock serialises the chroot's package
+    # manager; its venvs are per version), so the PyPys and the free-threaded build are not the tail.
+    real = any(v in versions for v in ("3.14", "3.15")) and not (args.no_real_projects or args.report_only)
+    queue = sorted([*versions, *(["real-projects"] if real else [])], key=LONGEST_FIRST.index)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        runs = []
+        runs = {}
         checks = {}
-        for group in groups:
-            runs.append(pool.submit(in_job, "+".join(group), chain, group))
-            if not checks and judged and not args.no_real_projects and not args.report_only:
-                # Second in the queue: beside the sid chain, the longest job, not after everything.
-                checks[REAL_PROJECTS] = pool.submit(in_job, "real-projects", real_projects)
+        for name in queue:
+            if name == "real-projects":
+                checks[REAL_PROJECTS] = pool.submit(in_job, name, real_projects)
+            else:
+                runs[name] = pool.submit(in_job, name, one, name)
         if not args.no_lint and not args.report_only:
             checks["lint"] = pool.submit(in_job, "lint", lint)
         if not args.no_package and not args.report_only:
             checks["package (sdist and wheel built, checked, the wheel tested)"] = pool.submit(
                 in_job, "package", package
             )
-        done: Dict[str, Dict[str, Any]] = {}
-        for future in runs:
-            done.update(future.result())
+        done = {version: future.result() for version, future in runs.items()}
         check_results = {name: bool(future.result()) for name, future in checks.items()}
     results = {version: done[version] for version in versions}
     ok = all(res.pop("ok") for res in results.values())

@@ -21,7 +21,7 @@ import pytest
 
 CHILD = Path(__file__).with_name("flood_child.py")
 FULL_PIPE_WARNING = "Exception ignored when trying to write to the signal wakeup fd"
-THREADS, ROUNDS, CONCURRENCY = 8, 12, 32
+THREADS, ROUNDS, CONCURRENCY = 8, 4, 32
 
 
 @pytest.mark.timeout(300)

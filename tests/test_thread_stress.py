@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -493,6 +494,56 @@ def test_safe_sees_an_exit_while_a_registration_is_being_admitted(monkeypatch: p
     finally:
         watcher.close()
     assert got == [9]
+
+
+@pytest.mark.parametrize("name", ["Safe", "MultiLoop", "Threaded", "Pidfd"])  # (Fast reaps first, by design)
+def test_a_popen_reap_in_progress_in_another_thread_comes_first(name: str) -> None:
+    """``poll()``/``wait()`` hold the Popen's own lock from their ``waitpid()`` until the status
+    is stored.  A delivery in that window read no returncode, stored the watcher's, called back,
+    and reaped the pid the Popen had just reaped (by then a newcomer's, if the pid was reused).
+    Now it waits for the Popen's lock: the callback gets the Popen's status, after its reap, and
+    the watcher reaps nothing.  (Emulated as ``poll()`` runs it, the window widened to 0.3 s.)"""
+    watcher = getattr(childwatch, f"{name}ChildWatcher")()
+    popen = spawn(42)
+    order: List[Any] = []
+    errors: List[BaseException] = []
+
+    def popen_reaps() -> None:
+        try:
+            with popen._waitpid_lock:  # type: ignore[attr-defined]
+                release(popen)  # the child exits; the watcher sees it while the lock is held
+                time.sleep(0.3)
+                _, status = os.waitpid(popen.pid, 0)
+                order.append("the Popen reaped")
+                popen.returncode = os.waitstatus_to_exitcode(status)
+        except BaseException as exc:  # ECHILD: the watcher reaped it first
+            errors.append(exc)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        watcher.attach_loop(loop)
+        done: asyncio.Future[int] = loop.create_future()
+
+        def called(pid: int, returncode: int, popen: subprocess.Popen[Any]) -> None:
+            order.append(("called", returncode))
+            loop.call_soon_threadsafe(done.set_result, returncode)
+
+        watcher.add_child_handler(popen.pid, called, popen)
+        reaper = threading.Thread(target=popen_reaps)
+        reaper.start()
+        try:
+            return await asyncio.wait_for(done, 30)
+        finally:
+            while reaper.is_alive():
+                await asyncio.sleep(0.01)
+
+    try:
+        returncode = run("asyncio", main)
+    finally:
+        watcher.close()
+    assert not errors, errors
+    assert returncode == 42
+    assert order == ["the Popen reaped", ("called", 42)]
 
 
 def test_an_adapter_plugin_may_ask_for_adapters_as_it_is_imported(tmp_path: Any) -> None:

@@ -26,7 +26,9 @@ the child itself (Fast): a Popen that polled meanwhile found no child
 (ECHILD) and made up a returncode of 0, so the watcher's status is delivered
 and given to the Popen.  Else the Popen is given the
 status before the callback runs, so that it never waits on the pid again (it
-would reap the zombie the watcher still holds).  And a registration of a pid
+would reap the zombie the watcher still holds).  The rule is applied under the
+Popen's own lock (:func:`popen_held`): a reap by the Popen in another thread
+is then either finished or not begun.  And a registration of a pid
 whose registered (or delivering) child is provably another process -- its
 Popen holds a returncode, or the new registration carries a different Popen
 for the same pid -- first delivers (or forgets) the old one instead of
@@ -45,11 +47,12 @@ was registered in).  Nothing raises because a watcher is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback, call_in_loop, is_event_loop, running_loop
 from .._errors import logger
@@ -106,29 +109,32 @@ class Entry:
 
 
 POPEN_SETTLE_TIMEOUT = 1.0
-"""How long a delivery whose child is gone waits for its Popen to finish a reap
-in progress in another thread (see :func:`collected_by`)."""
+"""How long a delivery waits for a Popen's own lock (see :func:`popen_held`)."""
 
 
-def collected_by(popen: Optional[subprocess.Popen[Any]], settle: bool = False) -> Optional[int]:
-    """The returncode ``popen`` holds (it reaped its child, or was told), or None.
-
-    ``settle``: the child is gone, so ``popen`` may be reaping it right now in
-    another thread (``poll()``/``wait()`` hold the Popen's own lock from their
-    ``waitpid()`` until the status is stored): wait for that lock, at most
-    :data:`POPEN_SETTLE_TIMEOUT`, before reading the returncode."""
-    if popen is None:
-        return None
-    lock = getattr(popen, "_waitpid_lock", None)  # (CPython's and PyPy's subprocess)
-    if (
-        settle
-        and popen.returncode is None
-        and lock is not None
-        and lock.acquire(timeout=POPEN_SETTLE_TIMEOUT)
-    ):
-        lock.release()
-    returncode = popen.returncode
+def collected_by(popen: Optional[subprocess.Popen[Any]]) -> Optional[int]:
+    """The returncode ``popen`` holds (it reaped its child, or was told), or None."""
+    returncode = None if popen is None else popen.returncode
     return returncode if isinstance(returncode, int) else None
+
+
+@contextlib.contextmanager
+def popen_held(popen: Optional[subprocess.Popen[Any]]) -> Iterator[None]:
+    """Hold ``popen``'s own lock (at most :data:`POPEN_SETTLE_TIMEOUT` waited for) while the Popen
+    rule is applied: ``poll()``/``wait()`` in another thread hold it from their ``waitpid()`` until
+    the status is stored, and look at the returncode again under it before reaping.  So a reap in
+    progress finishes before the returncode is read, and none starts between that read and the
+    storing of the watcher's status (it would reap the zombie the watcher holds, whose pid a
+    newcomer may then take).  Not held if that wait ran out (the lock's holder is the thread this
+    runs in, interrupted by a signal handler): the rule is applied without it."""
+    lock = getattr(popen, "_waitpid_lock", None)  # (CPython's and PyPy's subprocess)
+    if lock is None or not lock.acquire(timeout=POPEN_SETTLE_TIMEOUT):
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def exit_of(entry: Entry, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
@@ -439,11 +445,12 @@ class WatcherBase(AbstractChildWatcher):
         args = entry.args
         if args:  # only an argument can carry a Popen (the common bare callback skips the rule)
             popen = popen_of(entry.pid, args)
-            collected = collected_by(popen, settle=returncode is None)
-            if collected is not None and (reap or returncode is None):
-                returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
-            elif popen is not None and returncode is not None:  # (see the Popen rule)
-                popen.returncode = returncode  # so that it never waits on the pid we still hold
+            with popen_held(popen):
+                collected = collected_by(popen)
+                if collected is not None and (reap or returncode is None):
+                    returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
+                elif popen is not None and returncode is not None:  # (see the Popen rule)
+                    popen.returncode = returncode  # so that it never waits on the pid we still hold
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
         try:

@@ -42,11 +42,13 @@ class _ProcessSigchld:
     def join(self, watcher: MultiLoopChildWatcher) -> None:
         """Make ``watcher`` a member (call from the main thread)."""
         with self._lock:
+            self._members = (*self._live(None), weakref.ref(watcher))
             if not self._installed:
-                self._previous = signal.signal(signal.SIGCHLD, self._handle)
+                # What the handler reads is in place before it can first run (right after signal()).
+                self._previous = signal.getsignal(signal.SIGCHLD)
+                signal.signal(signal.SIGCHLD, self._handle)
                 signal.siginterrupt(signal.SIGCHLD, False)
                 self._installed = True
-            self._members = (*self._live(None), weakref.ref(watcher))
 
     def leave(self, watcher: MultiLoopChildWatcher) -> None:
         """``watcher`` is no member any more; the last one out restores the handler."""
@@ -108,7 +110,9 @@ class _MainThreadWakeup:
 
     def __init__(self) -> None:
         self._pipe: Optional[Tuple[int, int]] = None
-        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        # Plain references without callbacks: a WeakSet is changed by the garbage collector, in
+        # whichever thread it runs (free-threaded CPython: while this one iterates it).
+        self._loops: Set[weakref.ref[asyncio.AbstractEventLoop]] = set()
         self._last: Callable[[], Optional[asyncio.AbstractEventLoop]] = lambda: None  # the loop armed last
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -128,10 +132,11 @@ class _MainThreadWakeup:
                 os.close(w)
                 return
             self._pipe = (r, w)
-        if loop not in self._loops:
+        ref = weakref.ref(loop)
+        if ref not in self._loops:  # (live references compare by their loops)
             loop.add_reader(self._pipe[0], self._drain)
-            self._loops.add(loop)
-        self._last = weakref.ref(loop)
+            self._loops.add(ref)
+        self._last = ref
 
     def _drain(self) -> None:
         if self._pipe is None:
@@ -152,8 +157,9 @@ class _MainThreadWakeup:
         current = signal.set_wakeup_fd(-1)
         if current != w:  # someone replaced ours meanwhile: theirs stays
             signal.set_wakeup_fd(current)
-        for loop in list(self._loops):
-            if not loop.is_closed():
+        for ref in self._loops:
+            loop = ref()
+            if loop is not None and not loop.is_closed():
                 loop.remove_reader(r)
         self._loops.clear()
         self._last = lambda: None
