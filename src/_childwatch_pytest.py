@@ -26,6 +26,10 @@ MARKERS = (
     "childwatch_requires(*capabilities, xfail=False, strict=None): skip (or xfail) this test where "
     "the loop it runs on lacks a capability: custom_watcher (alias set_child_watcher), subprocesses, "
     "a watcher class name such as PidfdChildWatcher, or a mechanism (pidfd, waitid, kqueue, sigchld)",
+    "childwatch_skip(*names, reason=None): skip this test on these loop implementations "
+    "(trio: anyio's trio backend)",
+    "childwatch_xfail(*names, reason=None, strict=None): expect this test to fail on these loop "
+    "implementations (trio: anyio's trio backend); it still runs",
     "childwatch_isolated: run this test in a pytest process of its own "
     "(the tests of a loop that patches asyncio, such as trio-asyncio, share one per loop)",
 )

@@ -18,7 +18,6 @@ import pytest
 
 import childwatch
 from childwatch.pytest_plugin import LoopFactory, LoopRunner, selected_loop_impls, unavailable_reason
-from childwatch.pytest_plugin.integrations import skip_marks
 from spawning import sh
 
 pytest_plugins = ["pytester"]
@@ -195,7 +194,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = set(metafunc.fixturenames)
     config = metafunc.config
     loops = [name for name in selected_loop_impls(config) if name in LOOP_NAMES]
-    marks = {name: skip_marks(unavailable_reason(name, config)) for name in loops}
+    reasons = {name: unavailable_reason(name, config) for name in loops}
+    marks = {name: [pytest.mark.skip(reason=reason)] if reason else [] for name, reason in reasons.items()}
     if {"loop_name", "watcher_cls"} <= names:
         pairs = [
             pytest.param(loop, cls, id=f"{loop}-{cls.__name__}", marks=marks[loop])

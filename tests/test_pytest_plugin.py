@@ -172,6 +172,8 @@ def test_registered_through_the_entry_point(suite: pytest.Pytester) -> None:
         [
             "@pytest.mark.childwatch_loops(*names):*",
             "@pytest.mark.childwatch_requires(*capabilities,*",
+            "@pytest.mark.childwatch_skip(*names, reason=None):*",
+            "@pytest.mark.childwatch_xfail(*names, reason=None, strict=None):*",
             "@pytest.mark.childwatch_isolated:*",
         ]
     )
@@ -773,7 +775,9 @@ def test_mixed_suite_gets_the_right_loop_in_any_order(
         if HAVE_PYTEST_ASYNCIO:
             expected[f"test_mix_pytest_asyncio.py::test_pytest_asyncio[{name}]"] = expected_outcome(name)
     if HAVE_PYTEST_ASYNCIO:
-        expected["test_mix_pytest_asyncio.py::test_pytest_asyncio_uvloop_only"] = expected_outcome("uvloop")
+        expected["test_mix_pytest_asyncio.py::test_pytest_asyncio_uvloop_only[uvloop]"] = expected_outcome(
+            "uvloop"
+        )
     assert found == expected, result.stdout.str()
     assert result.ret == pytest.ExitCode.OK
 
@@ -1299,7 +1303,7 @@ def test_pytest_asyncio_recipe(suite: pytest.Pytester) -> None:
         "test_recipe.py::test_loop[asyncio]": "PASSED",
         "test_recipe.py::test_loop[uvloop]": expected_outcome("uvloop"),
         "test_recipe.py::test_loop[broken]": "SKIPPED",
-        "test_recipe.py::test_restricted": "PASSED",  # one factory: pytest-asyncio hides the id
+        "test_recipe.py::test_restricted[asyncio]": "PASSED",  # one factory: the plugin names it
     }
     result.stdout.fnmatch_lines(["SKIPPED *: broken cannot be loaded: ModuleNotFoundError*"])
 
@@ -1343,6 +1347,270 @@ def test_anyio_recipe(suite: pytest.Pytester) -> None:
     }
     if importlib.util.find_spec("trio"):
         result.stdout.fnmatch_lines(["SKIPPED *: trio lacks custom_watcher: trio has no child watcher*"])
+
+
+# -- per-loop markers, the loop of a test, ids, the plugin switched off ------------------
+
+INTEGRATIONS = [
+    "run_on_loop",
+    pytest.param("pytest-asyncio", marks=needs_pytest_asyncio),
+    pytest.param("anyio", marks=needs_anyio),
+]
+needs_uvloop = pytest.mark.skipif(not available("uvloop"), reason=str(unavailable_reason("uvloop")))
+
+_INTEGRATION_CONFTEST = {
+    "run_on_loop": "",
+    "pytest-asyncio": PYTEST_ASYNCIO_HOOK,
+    "anyio": "\nfrom childwatch.pytest_plugin import anyio_backend_fixture\n\nanyio_backend = anyio_backend_fixture({trio})\n",
+}
+_INTEGRATION_TEST = {
+    # (decorator, definition, how the body runs)
+    "run_on_loop": ("", "def", "run_on_loop(body_{name}, {arg})"),
+    "pytest-asyncio": ("@pytest.mark.asyncio\n", "async def", "await body_{name}({arg})"),
+    "anyio": ("@pytest.mark.anyio\n", "async def", "await body_{name}({arg})"),
+}
+
+
+def integration_suite(
+    pytester: pytest.Pytester,
+    integration: str,
+    tests: Dict[str, str],
+    *,
+    trio: bool = False,
+    conftest: str = "",
+    with_loop_impl: bool = True,
+) -> None:
+    """A suite whose tests run on the loops through ``integration``: for each name of ``tests``
+    (name → its marker lines) but ``_bodies``, ``test_<name>(loop_impl, request)`` awaits
+    ``body_<name>(loop_impl)``, an async function of ``tests["_bodies"]`` (without
+    ``with_loop_impl``: ``test_<name>(request)`` awaits ``body_<name>(None)``)."""
+    anyio_trio = "" if trio else "trio=False"
+    pytester.makeconftest(_INTEGRATION_CONFTEST[integration].format(trio=anyio_trio) + conftest)
+    decorator, definition, call = _INTEGRATION_TEST[integration]
+    args = ("loop_impl, " if with_loop_impl else "") + "request"
+    args += ", run_on_loop" if integration == "run_on_loop" else ""
+    arg = "loop_impl" if with_loop_impl else "None"
+    source = "import asyncio\nimport pytest\n\n" + tests["_bodies"]
+    for name, marks in tests.items():
+        if name != "_bodies":
+            source += f"\n\n{marks}{decorator}{definition} test_{name}({args}):\n    {call.format(name=name, arg=arg)}\n"
+    pytester.makepyfile(test_suite=source)
+
+
+_FAMILY_BODIES = """
+FAMILY = {"asyncio": "asyncio", "uvloop": "uvloop", "trio": "trio"}
+
+
+def running_family():
+    try:
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+    except RuntimeError:
+        return "trio"
+
+
+async def body_impl(loop_impl):
+    assert running_family() == FAMILY[loop_impl]
+
+
+async def body_only_uvloop(loop_impl):
+    assert loop_impl == "uvloop" == running_family()
+"""
+
+
+@needs_uvloop
+@pytest.mark.parametrize("integration", INTEGRATIONS)
+def test_childwatch_loops_and_loop_impl_agree_under_each_integration(
+    suite: pytest.Pytester, integration: str
+) -> None:
+    """``childwatch_loops`` narrows a test the same way whichever integration runs it (a loop not
+    selected: skipped with the reason), and ``loop_impl`` is the loop the test runs on (one
+    parametrisation, not one per integration)."""
+    tests = {
+        "_bodies": _FAMILY_BODIES,
+        "impl": "",
+        "only_uvloop": '@pytest.mark.childwatch_loops("uvloop")\n',
+    }
+    integration_suite(suite, integration, tests)
+    result = run(suite, "--loop-impls=asyncio,uvloop")
+    assert outcomes(result) == {
+        "test_suite.py::test_impl[asyncio]": "PASSED",
+        "test_suite.py::test_impl[uvloop]": "PASSED",
+        "test_suite.py::test_only_uvloop[uvloop]": "PASSED",
+    }, result.stdout.str()
+    result = run(suite, "--loop-impls=asyncio")
+    assert outcomes(result) == {
+        "test_suite.py::test_impl[asyncio]": "PASSED",
+        "test_suite.py::test_only_uvloop[uvloop]": "SKIPPED",
+    }, result.stdout.str()
+    result.stdout.fnmatch_lines(["SKIPPED *uvloop is not selected (--loop-impls / childwatch_loop_impls)"])
+
+
+@pytest.mark.parametrize("integration", INTEGRATIONS)
+def test_ids_name_the_loop_when_one_is_selected(suite: pytest.Pytester, integration: str) -> None:
+    """``test_x[asyncio]`` whether one loop runs or several, so ``-k``, ``--deselect`` and allow-lists
+    hold when a job narrows the loops."""
+    bodies = "async def body_impl(loop_impl):\n    pass\n"
+    integration_suite(suite, integration, {"_bodies": bodies, "impl": ""}, with_loop_impl=False)
+    result = run(suite, "--loop-impls=asyncio")
+    assert outcomes(result) == {"test_suite.py::test_impl[asyncio]": "PASSED"}, result.stdout.str()
+    result = run(suite, "--loop-impls=asyncio", "--deselect", "test_suite.py::test_impl[asyncio]")
+    assert outcomes(result) == {}
+    result.assert_outcomes(deselected=1)
+
+
+_SKIP_XFAIL_BODIES = """
+async def body_skipped(loop_impl):
+    assert loop_impl != "uvloop"
+
+
+async def body_xfailed(loop_impl):
+    assert loop_impl != "uvloop", "fails on uvloop"
+
+
+async def body_xpassed_strict(loop_impl):
+    pass
+
+
+async def body_other_loop(loop_impl):
+    pass
+"""
+
+
+@needs_uvloop
+@pytest.mark.parametrize("integration", INTEGRATIONS)
+def test_skip_and_xfail_on_named_loops(suite: pytest.Pytester, integration: str) -> None:
+    tests = {
+        "_bodies": _SKIP_XFAIL_BODIES,
+        "skipped": '@pytest.mark.childwatch_skip("uvloop", reason="not-on-uvloop")\n',
+        "xfailed": '@pytest.mark.childwatch_xfail("uvloop", "trio", reason="uvloop-fails-it")\n',
+        "xpassed_strict": '@pytest.mark.childwatch_xfail("uvloop", reason="expected", strict=True)\n',
+        "other_loop": '@pytest.mark.childwatch_skip("trio-asyncio")\n@pytest.mark.childwatch_xfail("trio")\n',
+    }
+    integration_suite(suite, integration, tests)
+    result = run(suite, "--loop-impls=asyncio,uvloop")
+    expected = {}
+    for name in tests:
+        if name != "_bodies":
+            expected[f"test_suite.py::test_{name}[asyncio]"] = "PASSED"
+    expected["test_suite.py::test_skipped[uvloop]"] = "SKIPPED"
+    expected["test_suite.py::test_xfailed[uvloop]"] = "XFAIL"
+    expected["test_suite.py::test_xpassed_strict[uvloop]"] = "FAILED"
+    expected["test_suite.py::test_other_loop[uvloop]"] = "PASSED"
+    assert outcomes(result) == expected, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED *not-on-uvloop",
+            "XFAIL test_suite.py::test_xfailed[[]uvloop[]] - uvloop-fails-it",
+            "FAILED test_suite.py::test_xpassed_strict[[]uvloop[]]*XPASS(strict)*expected*",
+        ],
+        consecutive=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("marker", "error"),
+    [
+        ("childwatch_skip()", "childwatch_skip takes loop implementation names"),
+        (
+            'childwatch_xfail("uvloop", strict=True, raises=OSError)',
+            "childwatch_xfail got unknown arguments ['raises']",
+        ),
+        ('childwatch_skip("uvloop", strict=True)', "childwatch_skip got unknown arguments ['strict']"),
+        ('childwatch_xfail("tornado")', "childwatch_xfail names unknown loop implementations ['tornado']"),
+    ],
+)
+def test_skip_and_xfail_reject_bad_input(suite: pytest.Pytester, marker: str, error: str) -> None:
+    suite.makepyfile(
+        test_bad=f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_marked(loop_impl):
+            pass
+        """
+    )
+    result = run(suite)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"test_bad.py::test_marked[asyncio]: {error}" in result.stderr.str()
+
+
+_RECORD_CONFTEST = """
+
+import pytest
+from childwatch.pytest_plugin import loop_impl_of
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.user_properties.append(("collected", loop_impl_of(item)))
+"""
+
+_RECORD_BODIES = """
+async def body_recorded(loop_impl):
+    pass
+
+
+def test_no_loop(request):
+    assert dict(request.node.user_properties)["collected"] is None
+
+
+@pytest.fixture(autouse=True)
+def agrees(request):
+    yield
+    if "loop_impl" in request.fixturenames:
+        assert dict(request.node.user_properties)["collected"] == request.getfixturevalue("loop_impl")
+"""
+
+
+@pytest.mark.parametrize("integration", INTEGRATIONS)
+def test_the_loop_of_a_test_is_known_at_collection_and_at_run_time(
+    suite: pytest.Pytester, integration: str
+) -> None:
+    """``loop_impl_of(item)`` in a conftest's ``pytest_collection_modifyitems`` names the loop the
+    ``loop_impl`` fixture names when the test runs (None for a test on no loop of the plugin's);
+    anyio's trio backend is ``trio``."""
+    integration_suite(
+        suite, integration, {"_bodies": _RECORD_BODIES, "recorded": ""}, trio=True, conftest=_RECORD_CONFTEST
+    )
+    result = run(suite, "--loop-impls=asyncio")
+    expected = {"test_suite.py::test_no_loop": "PASSED", "test_suite.py::test_recorded[asyncio]": "PASSED"}
+    if integration == "anyio":
+        expected["test_suite.py::test_recorded[trio]"] = "PASSED" if installed("trio") else "SKIPPED"
+    assert outcomes(result) == expected, result.stdout.str()
+
+
+@needs_pytest_asyncio
+@needs_anyio
+def test_switched_off_the_readme_snippets_run_on_asyncio(suite: pytest.Pytester) -> None:
+    """``-p no:childwatch`` with the README's conftest snippets in place: pytest-asyncio's tests and
+    anyio's run on plain asyncio alone (anyio's default backend), as without the plugin."""
+    suite.makeconftest(
+        PYTEST_ASYNCIO_HOOK
+        + "\nfrom childwatch.pytest_plugin import anyio_backend_fixture\n\nanyio_backend = anyio_backend_fixture()\n"
+    )
+    suite.makepyfile(
+        test_off="""
+        import asyncio, sys
+        import pytest
+        import sniffio
+
+        @pytest.mark.asyncio
+        async def test_pytest_asyncio():
+            assert type(asyncio.get_running_loop()).__module__.startswith("asyncio")
+            assert "uvloop" not in sys.modules
+
+        @pytest.mark.anyio
+        async def test_anyio():
+            assert sniffio.current_async_library() == "asyncio"
+            assert type(asyncio.get_running_loop()).__module__.startswith("asyncio")
+            assert "uvloop" not in sys.modules
+        """
+    )
+    result = run(suite, "-p", "no:childwatch")
+    assert outcomes(result) == {
+        "test_off.py::test_pytest_asyncio": "PASSED",
+        "test_off.py::test_anyio": "PASSED",
+    }, result.stdout.str() + result.stderr.str()
 
 
 # -- an environment where childwatch cannot work -------------------------------------------

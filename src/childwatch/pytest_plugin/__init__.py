@@ -18,13 +18,17 @@ What it provides:
   implementations (default: ``asyncio`` and the installed ones of uvloop and
   trio-asyncio; ``all``: every installed loop the plugin knows, :data:`KNOWN_LOOP_IMPLS`);
 * markers ``childwatch_loops(*names)`` (restrict a test to some
-  implementations), ``childwatch_requires(*capabilities, xfail=False,
+  implementations), ``childwatch_skip(*names, reason=None)`` and
+  ``childwatch_xfail(*names, reason=None, strict=None)`` (skip or xfail a test on
+  some implementations), ``childwatch_requires(*capabilities, xfail=False,
   strict=None)`` (skip or xfail where the loop lacks a capability, as told by
   :func:`childwatch.capabilities`) and ``childwatch_isolated`` (run the test in
-  a pytest process of its own: a worker for that test only);
+  a pytest process of its own: a worker for that test only), honoured alike
+  whichever integration runs the test;
+* :func:`loop_impl_of` (the loop a collected test runs on, for a conftest's hooks);
 * :func:`loop_factories` for pytest-asyncio's ``pytest_asyncio_loop_factories``
   hook, and :func:`anyio_backend_fixture` / :func:`anyio_backends` for anyio's
-  ``anyio_backend`` fixture.
+  ``anyio_backend`` fixture (plain asyncio alone where the plugin is switched off).
 
 Loops that patch asyncio or the process (trio-asyncio, rsloop, qasync, asyncio-gevent)
 run their tests in an isolated worker: one pytest process per session (per xdist
@@ -38,11 +42,13 @@ The modules, one job each:
   and whether each can run here;
 * :mod:`.selection`: ``--loop-impls``, the ini option, ``childwatch_loops``, and which
   loop a collected test runs on;
-* :mod:`.state`: the one state object per config, and the public questions asked of it;
+* :mod:`.state`: the one state object per config (whether the plugin is switched on), and
+  the public questions asked of it;
 * :mod:`.runners`: :class:`LoopFactory` and :class:`LoopRunner`;
 * :mod:`.fixtures`: ``loop_impl``, ``loop_factory``, ``run_on_loop``;
 * :mod:`.integrations`: pytest-asyncio's loop factories, anyio's backends;
 * :mod:`.requirements`: ``childwatch_requires`` → capabilities → skip or xfail;
+* :mod:`.loop_marks`: ``childwatch_skip`` and ``childwatch_xfail`` → skip or xfail;
 * :mod:`.isolation`: which tests run in a worker, and the session's workers;
 * :mod:`.worker`: one worker process and the protocol it speaks, both sides;
 * :mod:`.hooks`: the pytest hooks, calling the above.
@@ -56,7 +62,7 @@ from .catalog import BUILTIN
 from .fixtures import loop_factory, loop_impl, run_on_loop
 from .integrations import anyio_backend_fixture, anyio_backends, loop_factories
 from .runners import LoopFactory, LoopRunner
-from .state import selected_loop_impls, unavailable_reason
+from .state import loop_impl_of, selected_loop_impls, unavailable_reason
 
 __all__ = [
     "KNOWN_LOOP_IMPLS",
@@ -67,6 +73,7 @@ __all__ = [
     "loop_factories",
     "loop_factory",
     "loop_impl",
+    "loop_impl_of",
     "run_on_loop",
     "selected_loop_impls",
     "unavailable_reason",

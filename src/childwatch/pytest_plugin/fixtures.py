@@ -1,8 +1,10 @@
 """The plugin's fixtures: ``loop_impl``, ``loop_factory``, ``run_on_loop``.
 
 The contract: ``loop_impl`` is parametrised at collection (:mod:`.hooks`), one
-parameter per loop the test runs on (:meth:`.selection.Selection.for_item`), and
-skips where that loop cannot run here; the other two build on it.  The plugin
+parameter per loop the test runs on (:meth:`.selection.Selection.for_item`), unless the
+test already runs once per loop through pytest-asyncio or anyio: it then names that loop
+(:func:`.state.loop_impl_of`).  The other two build on it.  A loop that cannot run here
+is skipped before the test starts (:meth:`.state.State.skip_reason`).  The plugin
 parametrises a fixture only where the test resolves it to one of the plugin's own
 (:func:`ours`): a suite's own fixture of the same name, or its own parametrisation of
 that name, is left alone.
@@ -47,20 +49,22 @@ def ours(metafunc: pytest.Metafunc, name: str) -> Optional[Callable[..., Any]]:
 @pytest.fixture
 @tagged
 def loop_impl(request: pytest.FixtureRequest) -> str:
-    """The name of the loop implementation this test runs on (``asyncio``, ``uvloop``, ``trio-asyncio``, …).
+    """The name of the loop implementation this test runs on (``asyncio``, ``uvloop``, ``trio-asyncio``, …;
+    ``trio`` for anyio's trio backend): what ``loop_impl_of(item)`` said at collection.
 
     Requesting it (directly or through ``loop_factory`` / ``run_on_loop``) runs
-    the test once per implementation selected by ``--loop-impls``.
+    the test once per implementation selected by ``--loop-impls``; in a test that
+    pytest-asyncio or anyio already runs once per loop (the plugin's loop factories,
+    its ``anyio_backend``), it names that loop and adds no parametrisation of its own.
     """
     param: Optional[str] = getattr(request, "param", None)
+    if param is None:
+        param = state.loop_impl_of(request.node)  # a function-scoped fixture's node: the test
     if param is None:
         raise pytest.UsageError(
             "loop_impl is parametrised at collection: request it as a test argument, "
             "not with request.getfixturevalue()"
         )
-    reason = state.of(request.config).unavailable_reason(param)
-    if reason is not None:
-        pytest.skip(reason)
     return param
 
 

@@ -8,9 +8,14 @@ other test as it is.
   (:mod:`.state`); in an isolated worker it also adopts the parent's answers and
   registers the worker's side of the protocol (:class:`.worker.WorkerSession`).
 * ``pytest_generate_tests`` parametrises the plugin's ``loop_impl`` and
-  ``anyio_backend`` fixtures per loop (:mod:`.selection`, :mod:`.integrations`).
-* ``pytest_collection_modifyitems`` skips, before setup, the tests whose loop cannot
-  run here, and checks their ``childwatch_requires`` markers (:mod:`.requirements`).
+  ``anyio_backend`` fixtures per loop (:mod:`.selection`, :mod:`.integrations`), once per
+  test: a test that pytest-asyncio runs on the plugin's loop factories, or that uses the
+  plugin's ``anyio_backend``, gets no ``loop_impl`` parametrisation of its own (but the one
+  loop's, for its id, where pytest-asyncio hides it).
+* ``pytest_collection_modifyitems`` checks the markers (:mod:`.requirements`,
+  :mod:`.loop_marks`) and skips, before setup, the tests whose loop is not selected for
+  them or cannot run here (:meth:`.state.State.skip_reason`), else applies
+  ``childwatch_skip`` and ``childwatch_xfail``: alike whichever integration runs the test.
 * ``pytest_runtest_protocol`` runs a test in its isolated worker where it needs one
   (:mod:`.isolation`); ``pytest_sessionfinish`` stops the workers.
 * ``pytest_runtest_setup`` applies ``childwatch_requires`` to a test about to run in
@@ -24,9 +29,8 @@ from typing import Generator, List, Optional
 
 import pytest
 
-from . import catalog, requirements, state, worker
+from . import catalog, integrations, loop_marks, requirements, state, worker
 from .fixtures import ours
-from .integrations import anyio_backends, skip_marks
 from .selection import item_impl
 
 
@@ -50,34 +54,59 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise the plugin's ``anyio_backend``, else ``loop_impl``, per loop: after
+    pytest-asyncio's (``tryfirst``), so that a test it runs on the plugin's loop factories is
+    not parametrised again (:func:`_name_the_one_loop`); before the test's own
+    ``parametrize`` marks (pytest's, registered first, runs last), so that the loop comes
+    first in the id (``test_x[uvloop-0]``)."""
     config, definition = metafunc.config, metafunc.definition
-    if ours(metafunc, "loop_impl") is not None:
-        session = state.of(config)
-        params = [
-            pytest.param(name, id=name, marks=skip_marks(not_selected or session.unavailable_reason(name)))
-            for name, not_selected in session.selection.for_item(definition)
-        ]
-        metafunc.parametrize("loop_impl", params, indirect=True)
     anyio_fixture = ours(metafunc, "anyio_backend")
+    pytest_asyncio_loops = integrations.pytest_asyncio_loops(definition)
     if anyio_fixture is not None:
         trio = bool(getattr(anyio_fixture, "_childwatch_trio", True))
-        params = anyio_backends(config, definition, trio=trio)
+        params = integrations.anyio_backends(config, definition, trio=trio)
         metafunc.parametrize("anyio_backend", params, indirect=True, scope="module")
+    elif pytest_asyncio_loops is not None:
+        _name_the_one_loop(metafunc, pytest_asyncio_loops)
+    elif ours(metafunc, "loop_impl") is not None:
+        params = [pytest.param(name, id=name) for name, _ in state.of(config).selection.for_item(definition)]
+        metafunc.parametrize("loop_impl", params, indirect=True)
+
+
+def _name_the_one_loop(metafunc: pytest.Metafunc, loops: List[str]) -> None:
+    """pytest-asyncio (on pytest 8.4+) hides the id of a test it runs on one loop factory:
+    parametrise ``loop_impl`` (where the test has no ``loop_impl`` of its own) with that
+    one loop, so that the id names it (``test_x[asyncio]``) whatever the selection."""
+    if len(loops) != 1 or not hasattr(pytest, "HIDDEN_PARAM"):
+        return
+    if "loop_impl" in metafunc.fixturenames:
+        if ours(metafunc, "loop_impl") is None:
+            return
+    else:
+        metafunc.fixturenames.append("loop_impl")
+    metafunc.parametrize("loop_impl", [pytest.param(loops[0], id=loops[0])])
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: List[pytest.Item]
 ) -> None:
-    loops = state.of(config).selection.loops
+    """Check the plugin's markers, and skip or xfail before setup the tests whose loop says
+    so: not selected for the test, cannot run here, ``childwatch_skip``, ``childwatch_xfail``."""
+    plugin = state.of(config)
     for item in items:
-        loop = loops.get(item_impl(item) or "asyncio")
-        reason = None if loop is None else catalog.unavailable_reason(loop)
+        requirements.check(item)
+        loop_marks.check(item, plugin.selection.loops)
+        impl = item_impl(item)
+        if impl is None:
+            continue
+        reason = plugin.skip_reason(item, impl)
         if reason is not None:
             # Skipped before setup: a factory that skips from inside pytest-asyncio's
             # runner fixture leaves that fixture's cache broken for the next items.
             item.add_marker(pytest.mark.skip(reason=reason))
-        requirements.check(item)
+        else:
+            loop_marks.apply(item, impl)
 
 
 @pytest.hookimpl(tryfirst=True)

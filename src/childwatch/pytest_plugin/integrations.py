@@ -5,41 +5,69 @@ The contract: :func:`loop_factories` is what pytest-asyncio's
 :func:`anyio_backends` / :func:`anyio_backend_fixture` parametrise anyio's
 ``anyio_backend`` fixture, one entry per loop the test runs on
 (:meth:`.selection.Selection.for_item`), named by the loop, so that test ids never
-depend on what is installed; a loop that cannot run here stays in, its tests skipped
-with the reason.  Their parameters carry :class:`.runners.LoopFactory` objects (or
-anyio's own spelling of asyncio and uvloop), from which :func:`.selection.item_impl`
-reads which loop a test runs on.
+depend on what is installed; a loop that is not selected for the test, or cannot run
+here, stays in, and the plugin skips its tests with the reason before they start
+(:meth:`.state.State.skip_reason`).  Their parameters carry :class:`.runners.LoopFactory`
+objects (or anyio's own spelling of asyncio and uvloop), from which
+:func:`.selection.item_impl` reads which loop a test runs on.  :func:`pytest_asyncio_loops`
+tells the plugin's hooks which loops pytest-asyncio parametrises a test on with them.
+
+Where the plugin is switched off (:mod:`.state`), they give plain asyncio alone:
+``{"asyncio": asyncio.new_event_loop}`` for pytest-asyncio, and anyio's default backend,
+``"asyncio"``, for anyio.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import pytest
 
 from . import state
 from .fixtures import tagged
-from .runners import LoopFactory
 
 if TYPE_CHECKING:
     from _pytest.mark.structures import ParameterSet
 
+_ASKED = pytest.StashKey[List[str]]()
+"""On a test definition: the loops :func:`loop_factories` gave pytest-asyncio for it."""
 
-def skip_marks(reason: Optional[str]) -> List[pytest.MarkDecorator]:
-    return [pytest.mark.skip(reason=reason)] if reason else []
 
-
-def loop_factories(config: pytest.Config, item: Optional[pytest.Item] = None) -> Dict[str, LoopFactory]:
+def loop_factories(
+    config: pytest.Config, item: Optional[pytest.Item] = None
+) -> Dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The selected loop implementations as the mapping pytest-asyncio's
-    ``pytest_asyncio_loop_factories(config, item)`` hook returns: name → factory.
+    ``pytest_asyncio_loop_factories(config, item)`` hook returns: name → factory
+    (a :class:`.runners.LoopFactory`).
 
-    ``item`` (the hook's) applies its ``childwatch_loops`` marker.  Unavailable
-    implementations stay in the mapping (so the test ids do not depend on the
-    machine) and skip their tests with the reason.
+    ``item`` (the hook's) applies its ``childwatch_loops`` marker.  Implementations that are
+    not selected for it, or unavailable, stay in the mapping (so the test ids do not depend
+    on the machine), and the plugin skips their tests with the reason.  Where the plugin is
+    switched off: ``{"asyncio": asyncio.new_event_loop}``.
     """
-    selection = state.of(config).selection
-    return {name: selection.factory(name) for name, _ in selection.for_item(item)}
+    session = state.of(config)
+    if not session.active:
+        return {"asyncio": asyncio.new_event_loop}
+    names = [name for name, _ in session.selection.for_item(item)]
+    if item is not None:
+        item.stash[_ASKED] = names
+    return {name: session.selection.factory(name) for name in names}
+
+
+def pytest_asyncio_loops(definition: pytest.Item) -> Optional[List[str]]:
+    """The loops pytest-asyncio parametrises test ``definition`` on with the factories of
+    :func:`loop_factories` (as narrowed by ``@pytest.mark.asyncio(loop_factories=[...])``),
+    in its order; None if it did not ask :func:`loop_factories` for this test.
+
+    pytest-asyncio asks in its ``pytest_generate_tests``, which runs first (``tryfirst``).
+    """
+    names = definition.stash.get(_ASKED, None)
+    if names is None:
+        return None
+    marker = definition.get_closest_marker("asyncio")
+    narrowed = marker.kwargs.get("loop_factories") if marker is not None else None
+    return list(narrowed) if narrowed else names
 
 
 def anyio_backends(
@@ -56,11 +84,13 @@ def anyio_backends(
     fixture of your own (one without ``params``), parametrise it from
     ``pytest_generate_tests`` with ``metafunc.parametrize("anyio_backend",
     anyio_backends(metafunc.config, metafunc.definition), indirect=True,
-    scope="module")``.
+    scope="module")``.  Where the plugin is switched off: anyio's ``"asyncio"`` alone.
     """
     session = state.of(config)
+    if not session.active:
+        return [pytest.param("asyncio", id="asyncio")]
     params: List[ParameterSet] = []
-    for name, not_selected in session.selection.for_item(item):
+    for name, _ in session.selection.for_item(item):
         backend: Any
         if name == "asyncio":
             backend = "asyncio"
@@ -68,11 +98,9 @@ def anyio_backends(
             backend = ("asyncio", {"use_uvloop": True})
         else:
             backend = ("asyncio", {"loop_factory": session.selection.factory(name)})
-        reason = not_selected or session.unavailable_reason(name)
-        params.append(pytest.param(backend, id=name, marks=skip_marks(reason)))
+        params.append(pytest.param(backend, id=name))
     if trio:
-        reason = None if importlib.util.find_spec("trio") is not None else "trio is not installed"
-        params.append(pytest.param("trio", id="trio", marks=skip_marks(reason)))
+        params.append(pytest.param("trio", id="trio"))
     return params
 
 
@@ -81,13 +109,16 @@ def anyio_backend_fixture(*, trio: bool = True) -> Any:
 
     Assign it in a conftest.py (``anyio_backend = anyio_backend_fixture()``): the
     anyio tests under it then run once per selected loop implementation (and on
-    trio unless ``trio`` is false).
+    trio unless ``trio`` is false).  Where the plugin is switched off, it is anyio's
+    default: ``"asyncio"``.
     """
 
     def anyio_backend(request: pytest.FixtureRequest) -> Any:
-        if not hasattr(request, "param"):
-            raise pytest.UsageError("childwatch's anyio_backend is parametrised at collection")
-        return request.param
+        if hasattr(request, "param"):
+            return request.param
+        if not state.of(request.config).active:
+            return "asyncio"
+        raise pytest.UsageError("childwatch's anyio_backend is parametrised at collection")
 
     anyio_backend._childwatch_trio = trio  # type: ignore[attr-defined]
     return pytest.fixture(scope="module", name="anyio_backend")(tagged(anyio_backend))
