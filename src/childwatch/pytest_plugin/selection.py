@@ -45,8 +45,11 @@ class Selection:
     """Every loop implementation this session knows, by name: the built-in and the custom ones."""
 
     def factory(self, name: str) -> LoopFactory:
-        """The :class:`.runners.LoopFactory` of ``name`` (with its entry if it is a custom loop)."""
-        loop = self.loops[name]
+        """The :class:`.runners.LoopFactory` of ``name`` (with its entry if it is a custom loop); a
+        usage error for a name that is no loop of this session (``trio``, anyio's trio backend)."""
+        loop = self.loops.get(name)
+        if loop is None:
+            raise pytest.UsageError(f"{name} has no asyncio loop to make (loop_factory, run_on_loop)")
         return LoopFactory(name, loop if loop.custom else None)
 
     def for_item(self, item: Any) -> List[Tuple[str, Optional[str]]]:
