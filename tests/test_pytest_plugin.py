@@ -1556,7 +1556,6 @@ def test_no_loop(request):
 
 @pytest.fixture(autouse=True)
 def agrees(request):
-    yield
     if "loop_impl" in request.fixturenames:
         assert dict(request.node.user_properties)["collected"] == request.getfixturevalue("loop_impl")
 """
@@ -1572,11 +1571,14 @@ def test_the_loop_of_a_test_is_known_at_collection_and_at_run_time(
     integration_suite(
         suite, integration, {"_bodies": _RECORD_BODIES, "recorded": ""}, trio=True, conftest=_RECORD_CONFTEST
     )
-    result = run(suite, "--loop-impls=asyncio")
-    expected = {"test_suite.py::test_no_loop": "PASSED", "test_suite.py::test_recorded[asyncio]": "PASSED"}
-    if integration == "anyio":
-        expected["test_suite.py::test_recorded[trio]"] = "PASSED" if installed("trio") else "SKIPPED"
-    assert outcomes(result) == expected, result.stdout.str()
+    loops = ["asyncio", "uvloop"] if available("uvloop") else ["asyncio"]
+    for selected in (loops[:1], loops):  # one loop, then several (pytest-asyncio's ids differ)
+        result = run(suite, f"--loop-impls={','.join(selected)}")
+        expected = {"test_suite.py::test_no_loop": "PASSED"}
+        expected.update({f"test_suite.py::test_recorded[{name}]": "PASSED" for name in selected})
+        if integration == "anyio":
+            expected["test_suite.py::test_recorded[trio]"] = "PASSED" if installed("trio") else "SKIPPED"
+        assert outcomes(result) == expected, result.stdout.str()
 
 
 @needs_pytest_asyncio
