@@ -499,6 +499,10 @@ def test_a_loop_given_as_module_and_factory(suite: pytest.Pytester) -> None:
         "test_custom.py::test_custom[broken]": "SKIPPED",
     }
     result.stdout.fnmatch_lines(["SKIPPED *broken cannot be loaded: ModuleNotFoundError*no_such_module_xyz*"])
+    for taken in ("uvloop", "trio"):  # trio: anyio's trio backend, in ids and markers
+        result = run(suite, f"--loop-impls={taken}=myloop:new_event_loop")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert f"--loop-impls: {taken!r} is taken" in result.stderr.str()
 
 
 # -- capability markers ----------------------------------------------------------------

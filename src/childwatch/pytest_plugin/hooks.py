@@ -31,7 +31,7 @@ import pytest
 
 from . import catalog, integrations, loop_marks, requirements, state, worker
 from .fixtures import ours
-from .selection import item_impl
+from .selection import TRIO, item_impl
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -122,10 +122,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     """Apply ``childwatch_requires`` before pytest reads the skip and xfail marks (a failure
     to learn the loop's capabilities is the test's setup error)."""
-    impl = item_impl(item) or "asyncio"  # "trio": anyio's trio backend
+    impl = item_impl(item) or "asyncio"  # TRIO: anyio's trio backend
     loop = state.of(item.config).selection.loops.get(impl)
     if item.get_closest_marker("skip") is None and (
-        importlib.util.find_spec("trio") is not None if impl == "trio" else loop is not None
+        importlib.util.find_spec("trio") is not None if impl == TRIO else loop is not None
     ):
         requirements.apply(item, impl, loop)
     return (yield)

@@ -16,8 +16,7 @@ from typing import Any, Dict, Iterable
 
 import pytest
 
-TRIO = "trio"
-"""The name of anyio's trio backend, where a test runs on no asyncio loop."""
+from .selection import TRIO
 
 _KEYWORDS = {"childwatch_skip": {"reason"}, "childwatch_xfail": {"reason", "strict"}}
 

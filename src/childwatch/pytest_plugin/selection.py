@@ -26,6 +26,9 @@ from . import catalog
 from .catalog import LoopImpl
 from .runners import LoopFactory
 
+TRIO = "trio"
+"""The name of anyio's trio backend (where a test runs on no asyncio loop), in ids and markers."""
+
 _CUSTOM = re.compile(r"^([A-Za-z0-9_.-]+)=([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)$")
 
 
@@ -88,9 +91,9 @@ def parse(config: pytest.Config) -> Selection:
             names = [loop.name for loop in catalog.BUILTIN.values() if loop.installed()]
         elif match:
             name, module, attr = match.groups()
-            if name in catalog.BUILTIN:
+            if name in catalog.BUILTIN or name == TRIO:
                 raise pytest.UsageError(
-                    f"--loop-impls: {name!r} is built in; give a custom loop another name"
+                    f"--loop-impls: {name!r} is taken (a built-in loop, or anyio's trio backend); give a custom loop another name"
                 )
             loops[name] = catalog.custom(name, module, attr)
             names = [name]
@@ -118,7 +121,7 @@ def _impl_of(key: str, value: Any) -> Optional[str]:
                 return factory.impl
             if backend == "asyncio" and options.get("use_uvloop"):
                 return "uvloop"
-        if backend in ("asyncio", "trio"):
+        if backend in ("asyncio", TRIO):
             return str(backend)
     return None
 

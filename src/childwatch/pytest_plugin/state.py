@@ -24,7 +24,7 @@ import pytest
 
 from . import catalog, selection
 from .isolation import Isolation
-from .loop_marks import TRIO
+from .selection import TRIO
 
 
 @dataclasses.dataclass
