@@ -121,8 +121,8 @@ build() {  # VER SOURCE-VERSION PREFIX CONFIGURE: prints how it went
         t0=$SECONDS
         case $step in
             configure) cmd="$configure" ;;
-            make) cmd="nice make -j$JOBS" ;;
-            install) cmd="rm -rf $prefix && nice make install" ;;
+            make) cmd="make -j$JOBS" ;;
+            install) cmd="rm -rf $prefix && make install" ;;
         esac
         log "$ver: $step ($cmd)"
         if ! in_sid sh -c "cd $tree && ($cmd) > $step.log 2>&1"; then

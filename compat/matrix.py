@@ -63,15 +63,14 @@ VERSIONS = [
     "3.14t",
     "3.15",
     "3.15t",
-    "pypy3.9",
     "pypy3.11",
 ]
 LONGEST_FIRST = [
-    *("pypy3.11", "pypy3.9", "3.13t", "3.14t", "3.15t", "real-projects"),
+    *("3.13t", "pypy3.11", "3.14t", "3.15t", "real-projects"),
     *("3.9", "3.13", "3.10", "3.14", "3.11", "3.12", "3.15"),
 ]
-"""The order the jobs start in, the longest first (a full run's minutes, under load: the PyPys ~15,
-3.13t a build and ~25, the real projects ~6, the CPythons 5–12)."""
+"""The order the jobs start in, the longest first (a full run's minutes, under load: 3.13t a build
+(not niced: the longest chain) and ~25, the PyPys ~20, the real projects ~6, the CPythons 5–12)."""
 SID_VERSIONS = {"3.14": "3.14", "3.15": "3.15", "pypy3.11": "pypy3"}
 """The Pythons that come from the sid chroot when the host lacks them: version -> sid.sh's name."""
 FREE_THREADED = {"3.13t": "3.13", "3.14t": "3.14", "3.15t": "3.15"}
@@ -82,8 +81,6 @@ FREE_THREADED_PIP = {"PYTHON_GIL": "0", "PIP_ONLY_BINARY": "uvloop,greenlet"}
 is imported (greenlet 3.2's cp313t wheel, which trio-asyncio loads, is not: it would turn the GIL
 on); compat/gil_check.py checks it stayed off.  uvloop and greenlet from wheels only: uvloop has
 no cp313t wheel and its extra is left out rather than compiled (minutes, to fail)."""
-HOST_APT = {"pypy3.9": "pypy3 pypy3-venv"}
-"""Debian packages that give the host (Debian bookworm) the Python of that version."""
 EXTRAS = "test,uvloop,trio,trio-asyncio"
 PYPI_LOOPS = {
     "rloop": "rloop",
@@ -162,18 +159,6 @@ def find_python(version: str) -> Optional[str]:
         if probe.returncode == 0 and (implementation, found_version) == wanted:
             return candidate
     return None
-
-
-def install_host_python(version: str) -> Optional[str]:
-    """Install ``version`` from the host's Debian packages (root only), if it has them."""
-    packages = HOST_APT.get(version)
-    if packages is None or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    if run(["apt-get", "install", "-y", "-q", *packages.split()], env=env) != 0:
-        run(["apt-get", "update", "-q"], env=env)
-        run(["apt-get", "install", "-y", "-q", *packages.split()], env=env)
-    return find_python(version)
 
 
 def run(cmd: List[str], **kwargs: Any) -> int:
@@ -684,7 +669,7 @@ def main() -> int:
         if not args.report_only:
             suite.unlink(missing_ok=True)
             (WORK / f"loops-{version}.json").unlink(missing_ok=True)
-        python = find_python(version) or (None if args.report_only else install_host_python(version))
+        python = find_python(version)
         if args.report_only:
             code, interpreter = (0, "(saved report)") if junit.exists() else (1, "no saved report")
         elif python is not None:
@@ -728,7 +713,10 @@ def main() -> int:
     # Longest first, each Python a job of its own (sid.sh's lock serialises the chroot's package
     # manager; its venvs are per version), so the PyPys and the free-threaded build are not the tail.
     real = any(v in versions for v in ("3.14", "3.15")) and not (args.no_real_projects or args.report_only)
-    queue = sorted([*versions, *(["real-projects"] if real else [])], key=LONGEST_FIRST.index)
+    queue = sorted(
+        [*versions, *(["real-projects"] if real else [])],
+        key=lambda name: LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST),
+    )
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         runs = {}
         checks = {}
