@@ -42,7 +42,18 @@ SEED = random.SystemRandom().randrange(1, 2**31)
 ANY_LOOP_WATCHERS = ("MultiLoop", "Threaded", "Pidfd")
 ALL = ("Safe", "Fast", *ANY_LOOP_WATCHERS)
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.timeout(240),
+    # CPython's own report of a SIGCHLD that tripped between signal.signal()'s check of pending
+    # signals and its swap to SIG_DFL (loop.remove_signal_handler() on a close or attach_loop
+    # move, while eight threads churn children): the handler it finds then is None.  Nothing is
+    # lost (the watcher being removed no longer needed it); any other exception in a signal
+    # handler, ours included, still fails the test.
+    pytest.mark.filterwarnings(
+        r"ignore:(?s)Exception ignored [^\x3a]*\x3a None\n.*Signal \d+ ignored due to race condition"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 
 def gil() -> str:
