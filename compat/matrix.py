@@ -670,16 +670,23 @@ def main() -> int:
             suite.unlink(missing_ok=True)
             (WORK / f"loops-{version}.json").unlink(missing_ok=True)
         python = find_python(version)
+        ran = WORK / f"run-{version}.json"  # how the last real run of it went: the report's header
+        seconds: Optional[int] = None
         if args.report_only:
             code, interpreter = (0, "(saved report)") if junit.exists() else (1, "no saved report")
+            if ran.exists() and junit.exists():
+                code, interpreter, seconds = json.loads(ran.read_text())
         elif python is not None:
             junit.unlink(missing_ok=True)
+            ran.unlink(missing_ok=True)
             code, interpreter = test_host(version, python, args.pytest_args)
         elif version in SID_VERSIONS:
             junit.unlink(missing_ok=True)
+            ran.unlink(missing_ok=True)
             code, interpreter = test_sid(version, args.pytest_args)
         elif version in FREE_THREADED:
             junit.unlink(missing_ok=True)
+            ran.unlink(missing_ok=True)
             (WORK / f"unbuilt-{version}.txt").unlink(missing_ok=True)
             code, interpreter = test_free_threaded(version, args.pytest_args)
             if code is None:  # a Python we cannot get: shown, with the reason, not counted against us
@@ -689,6 +696,10 @@ def main() -> int:
         if code is None or (args.report_only and (WORK / f"unbuilt-{version}.txt").exists()):
             why = (WORK / f"unbuilt-{version}.txt").read_text()
             return {"result": f"not built: {why}", "interpreter": "-", "ok": True, "unbuilt": True}
+        if seconds is None:
+            seconds = round(time.monotonic() - started)
+            if not args.report_only:
+                ran.write_text(json.dumps([code, interpreter, seconds]))
         cases = read_junit(junit) if junit.exists() and code in (0, 1) else []
         counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
         cpython = read_cpython_suite(suite)
@@ -705,7 +716,7 @@ def main() -> int:
             "cpython_suite": cpython,
             "loops": loops,
             "interpreter": interpreter,
-            "seconds": round(time.monotonic() - started),
+            "seconds": seconds,
             "cases": cases,
             **counts,
         }
