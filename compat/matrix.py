@@ -182,7 +182,8 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
         run([vpy, "-m", "pip", "install", "-q", "--only-binary", ":all:", *packages.split()])
     junit = WORK / f"junit-{version}.xml"
     code = run(
-        [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args], cwd=REPO
+        [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--slow", f"--junitxml={junit}", *pytest_args],
+        cwd=REPO,
     )
     with open(WORK / f"loops-{version}.json", "w") as report:
         run([vpy, "-m", "childwatch", "--probe", "--json"], cwd=REPO, stdout=report)
@@ -220,7 +221,18 @@ def test_sid(version: str, pytest_args: List[str], env: Optional[Dict[str, str]]
         run([*sid, "true"], env=dict(env, CHILDWATCH_SID_PIP=f"-q --only-binary :all: {packages}"))
     junit = f"/src/.matrix/junit-{version}.xml"
     code = run(
-        [*sid, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args],
+        [
+            *sid,
+            "python",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--slow",
+            f"--junitxml={junit}",
+            *pytest_args,
+        ],
         env=env,
     )
     run(

@@ -187,6 +187,40 @@ def run(loop_name: str, main: Callable[[], Awaitable[Any]], timeout: float = TIM
     return LoopRunner(loop_name)(main, timeout=timeout)
 
 
+SLOW_MODULES = {
+    "test_pytest_plugin.py",  # a pytest process per test, often several
+    "test_pid_reuse.py",
+    "test_scale.py",
+    "test_stress.py",
+    "test_flood.py",
+    "test_cli.py",  # every loop probed in processes of their own
+    "test_every_loop.py",
+}
+"""The modules whose tests are all ``slow`` (minutes together); single slow tests carry the mark."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", help="also run the slow tests (compat/matrix.py and CI do)"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: a test of many children, processes or loops: skipped unless pytest --slow"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """The quick loop (``pytest``) skips the slow tests, saying how to run them; ``--slow`` runs all."""
+    skip = pytest.mark.skip(reason="slow: pytest --slow runs it (as compat/matrix.py and CI do)")
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if not config.getoption("--slow") and item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise ``loop_name`` × ``watcher_cls``: every loop of :data:`LOOP_NAMES` the plugin
     selects (one that cannot run here skipped with the reason), every watcher it supports

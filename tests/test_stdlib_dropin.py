@@ -144,6 +144,7 @@ def test_save_and_restore_through_the_policy(watcher_cls: Any) -> None:
             asyncio.set_child_watcher(None)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spawn", [False, True], ids=["idle", "one-subprocess-each"])
 def test_a_thousand_abandoned_watchers_leave_nothing(watcher_cls: Any, spawn: bool) -> None:
     """1,000 event loop policies each create a watcher and abandon it (policies
