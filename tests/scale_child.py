@@ -136,7 +136,9 @@ async def scale(kind: str, n: int, foreign: bool) -> Dict[str, Any]:
                 sample()
                 await asyncio.sleep(0)
         sample()
-        figures["pidfds"] = getattr(watcher, "_pidfds", None)
+        figures["pidfds"] = getattr(watcher, "_pidfds", None)  # polled in a waiter thread
+        in_loop = getattr(watcher, "_in_loop_fds", None)
+        figures["in_loop_pidfds"] = None if in_loop is None else in_loop()  # read by the loop
         figures["register_s"] = round(time.monotonic() - start, 2)
         figures["free_fds_while_watching"] = free_fds()
         figures["soft_limit"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

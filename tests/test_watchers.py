@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import random
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Tuple
 
 import pytest
 
@@ -581,6 +582,109 @@ def test_a_callback_bound_to_a_closed_loop_is_not_called(cls: Any, caplog: pytes
         watcher.close()
 
 
+def watcher_threads() -> List[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("childwatch-")]
+
+
+def test_threaded_reads_a_loops_children_in_the_loop(loop_name: str) -> None:
+    """Registered from a running loop, a child's pidfd is read by that loop:
+    no waiter thread runs, the callback comes in the loop's thread with the
+    exact status, the child still a zombie then, and nothing is held after."""
+    watcher = childwatch.ThreadedChildWatcher()
+    seen: List[Tuple[int, int, bool, List[str]]] = []
+
+    async def main() -> None:
+        loop_thread = threading.current_thread()
+        done = asyncio.get_running_loop().create_future()
+
+        def callback(pid: int, returncode: int) -> None:
+            seen.append((pid, returncode, threading.current_thread() is loop_thread, watcher_threads()))
+            assert state(pid) == "Z", "called back before the reap"
+            if len(seen) == 3:
+                done.set_result(None)
+
+        pids = {
+            spawn_exit(5): 5,
+            spawn_signal(signal.SIGKILL): -signal.SIGKILL,
+            spawn_sleeper(): -signal.SIGTERM,
+        }
+        for pid in pids:
+            watcher.add_child_handler(pid, callback)
+        assert watcher_threads() == [], "no thread for a loop's children"
+        os.kill(list(pids)[2], signal.SIGTERM)
+        await asyncio.wait_for(done, 10)
+        assert {pid: rc for pid, rc, _, _ in seen} == pids
+        assert all(in_loop and threads == [] for _, _, in_loop, threads in seen), seen
+
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+        run(loop_name, main)
+        assert len(os.listdir("/proc/self/fd")) == fds and not watcher._readers
+    finally:
+        watcher.close()
+
+
+def test_threaded_hands_a_closed_loops_children_to_a_waiter_thread(loop_name: str) -> None:
+    """A loop closed while its children run: they are not lost (as with
+    asyncio's Pidfd) but handed to the pidfd waiter with their pidfds (at
+    ``loop.close()`` on CPython, at the latest at the next registration),
+    called back there once they exit, and reaped."""
+    watcher = childwatch.ThreadedChildWatcher()
+    got = Collector()
+    sleeper = spawn_sleeper()
+
+    async def register() -> None:
+        watcher.add_child_handler(sleeper, got)
+
+    try:
+        run(loop_name, register)
+        if sys.implementation.name != "cpython":
+            gc.collect()
+        if "childwatch-threaded" not in watcher_threads():
+            watcher.add_child_handler(spawn_exit(0), got)  # the registration's sweep
+        assert "childwatch-threaded" in watcher_threads()
+        os.kill(sleeper, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while sleeper not in got.results:
+            assert time.monotonic() < deadline, "the closed loop's child was never called back"
+            time.sleep(0.005)
+        assert got.results[sleeper] == -signal.SIGTERM
+        assert dict(zip(got.results, got.threads))[sleeper] == "childwatch-threaded"
+        deadline = time.monotonic() + 10
+        while state(sleeper) is not None:
+            assert time.monotonic() < deadline, "not reaped"
+            time.sleep(0.005)
+    finally:
+        watcher.close()
+
+
+def test_threaded_uses_its_waiter_on_a_loop_without_add_reader() -> None:
+    """A loop whose add_reader refuses: the child goes to the pidfd waiter
+    thread and is called back in the loop's thread all the same."""
+
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+            raise NotImplementedError("no readers here")
+
+    watcher = childwatch.ThreadedChildWatcher()
+    loop = NoReaders()
+    got = Collector()
+
+    async def main() -> None:
+        loop_thread = threading.current_thread().name
+        for code in (3, 4):
+            watcher.add_child_handler(spawn_exit(code), got)
+        assert "childwatch-threaded" in watcher_threads()
+        assert sorted((await got.wait(2)).values()) == [3, 4]
+        assert got.threads == [loop_thread, loop_thread]
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 30))
+    finally:
+        watcher.close()
+        loop.close()
+
+
 def test_threaded_close_waits_for_the_thread_delivering_its_last_child() -> None:
     """The waiter thread retires as it reads its last child's exit and then
     delivers it (here in that thread: no loop).  close() meanwhile returns
@@ -601,11 +705,12 @@ def test_threaded_close_waits_for_the_thread_delivering_its_last_child() -> None
     assert [t.name for t in threading.enumerate() if t.name == "childwatch-threaded"] == []
 
 
-def test_pidfd_frees_a_closed_loops_fds_at_the_next_registration(loop_name: str) -> None:
-    """Pidfd keeps one epoll per loop it serves.  Once that loop is closed with a
-    child still registered, registering the child again from another loop
-    closes the old pidfd and the old loop's epoll: the fds open then are the
-    same number as before (the new loop's epoll and pidfd replace them)."""
+def test_pidfd_frees_a_closed_loops_fds_when_it_closes(loop_name: str) -> None:
+    """Pidfd holds a pidfd per child, read by the loop it was registered
+    from.  Once that loop is closed with a child still registered, the pidfd
+    is closed (CPython: by loop.close() itself; elsewhere at the latest by the
+    next registration, which is the one that follows here); registering the
+    child again from another loop watches it afresh there."""
     watcher = childwatch.PidfdChildWatcher()
     sleeper = spawn_sleeper()
     counts: List[int] = []
@@ -615,10 +720,10 @@ def test_pidfd_frees_a_closed_loops_fds_at_the_next_registration(loop_name: str)
 
     async def in_a() -> None:
         watcher.add_child_handler(sleeper, Collector())
+        counts.append(open_fds())
 
     async def in_b() -> None:
         got = Collector()
-        counts.append(open_fds())  # with loop A's epoll and the child's first pidfd still open
         watcher.add_child_handler(sleeper, got)
         counts.append(open_fds())
         os.kill(sleeper, signal.SIGKILL)
@@ -627,9 +732,11 @@ def test_pidfd_frees_a_closed_loops_fds_at_the_next_registration(loop_name: str)
     before = open_fds()
     try:
         run(loop_name, in_a)
+        if sys.implementation.name == "cpython":
+            assert open_fds() == before, "loop A closed: the child's pidfd is closed with it"
         run(loop_name, in_b)
-        assert counts[1] == counts[0], f"fds open before/after registering from loop B: {counts}"
-        assert not watcher._pollers  # B's went with its last child
+        assert counts[0] == counts[1], f"fds open with the child watched in loop A, then B: {counts}"
+        assert not watcher._readers  # B's went with its last child
         assert open_fds() == before  # neither loop's epoll nor any pidfd is left
     finally:
         watcher.close()

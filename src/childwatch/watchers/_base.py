@@ -520,13 +520,15 @@ class WatcherBase(AbstractChildWatcher):
         self._after_loop_delivery()
 
     def _deliver_if_exited(
-        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None
+        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None, in_place: bool = False
     ) -> bool:
         """Read ``pid``'s status and, if it has exited, claim and deliver it; True if it has.
 
         With ``entry``, only that very entry is delivered.  With ``pidfd``, the
         status is read through it: a child reaped behind our back is then told
-        apart from a new process that reused its pid.
+        apart from a new process that reused its pid.  ``in_place``: delivered
+        in this thread, whatever :meth:`_dispatch` does (a caller that runs in
+        the entry's loop).
         """
         if entry is None:
             with self._lock:
@@ -536,16 +538,18 @@ class WatcherBase(AbstractChildWatcher):
         else:
             exited, returncode = exit_of(entry, pidfd)
         if exited:
-            self._deliver_exit(pid, entry, returncode)
+            self._deliver_exit(pid, entry, returncode, in_place)
         return exited
 
-    def _deliver_exit(self, pid: int, entry: Optional[Entry], returncode: Optional[int]) -> None:
+    def _deliver_exit(
+        self, pid: int, entry: Optional[Entry], returncode: Optional[int], in_place: bool = False
+    ) -> None:
         """Claim ``pid`` (only ``entry``, if given) and dispatch the status read
-        of it (None: reaped by someone else)."""
+        of it (None: reaped by someone else); ``in_place``: deliver it in this thread."""
         with self._lock:
             claimed = self._claim(pid, entry)
         if claimed is not None:
-            self._dispatch(claimed, returncode, reap=returncode is not None)
+            (self._deliver if in_place else self._dispatch)(claimed, returncode, returncode is not None)
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
         message = f"exception in child watcher callback {entry.callback!r} for pid {entry.pid}"

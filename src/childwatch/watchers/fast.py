@@ -49,14 +49,14 @@ class FastChildWatcher(LoopSigchldWatcher):
         return claimed
 
     def _deliver_if_exited(
-        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None
+        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None, in_place: bool = False
     ) -> bool:
         # A remembered status is this pid's: Fast reaped the child already.
         with self._lock:
             returncode = self._early.get(pid)
             claimed = None if returncode is None else self._claim(pid, entry)
         if returncode is None:
-            return super()._deliver_if_exited(pid, entry, pidfd)
+            return super()._deliver_if_exited(pid, entry, pidfd, in_place)
         if claimed is not None:
             self._deliver(claimed, returncode, reap=False)
         return True

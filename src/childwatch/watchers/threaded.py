@@ -1,4 +1,4 @@
-"""ThreadedChildWatcher: no signals; at most two waiter threads, usable from any thread and loop."""
+"""ThreadedChildWatcher: no signals; pidfds read by the loop, at most two waiter threads beyond; any thread and loop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from .. import _fds
 from .._contract import call_in_loop, check_loop
 from .._errors import logger
 from .._syscalls import child_status, open_pidfd, peek_any, read_exit
-from ._base import Entry, WatcherBase, exit_of, theft_check_delay
+from ._base import REGISTERED, Entry, WatcherBase, exit_of, theft_check_delay
+from ._loop_pidfds import LoopPidfds, Orphan
 
 _RETIRE_JOIN_TIMEOUT = 1.0
 """Seconds a loop waits at most for a retiring waiter thread to end (it has
@@ -107,17 +108,25 @@ class _Waiter:
         self.close_pipe()
 
 
-class ThreadedChildWatcher(WatcherBase):
-    """Waits in threads; never touches SIGCHLD, works on every loop and without one.
+class ThreadedChildWatcher(LoopPidfds):
+    """Never touches SIGCHLD; works on every loop and without one, any number of children.
 
-    Two ways to wait, in at most two threads per watcher, each running only
-    while it has children to wait for:
+    Three ways to wait, none of them holding a thread or an fd while it has
+    no child:
 
-    - The *pidfd waiter* polls a pidfd per child (Linux 5.3+), as long as the
-      watcher holds at most ``fd_share`` of the soft ``RLIMIT_NOFILE``
-      (default :data:`childwatch._fds.DEFAULT_FD_SHARE`, a quarter: 256 fds of
-      1024, its pipe and epoll included), checked at each registration.
-    - Every other child (beyond that share, or where ``pidfd_open`` fails:
+    - *In the loop*: a child registered from a running loop whose
+      ``add_reader`` works is watched through a pidfd (Linux 5.3+) read by
+      the loop itself (as :class:`PidfdChildWatcher` does): its exit is read
+      and called back in the loop's thread, with no thread hop.  If that loop closes before the child exits, the child goes
+      to the pidfd waiter (at ``loop.close()`` on CPython, at the next garbage
+      collection or registration on PyPy) and is called back there.
+    - The *pidfd waiter*, a thread polling a pidfd per child: the children
+      registered outside any loop, or from a loop that refuses ``add_reader``.
+    - Both use pidfds only while the watcher holds at most ``fd_share`` of the
+      soft ``RLIMIT_NOFILE`` (default :data:`childwatch._fds.DEFAULT_FD_SHARE`,
+      a quarter: 256 fds of 1024, counting every pidfd and the waiter's pipe
+      and epoll), checked at each registration.
+      Every other child (beyond that share, or where ``pidfd_open`` fails:
       old kernel, seccomp, fd exhaustion) goes to the *fd-less waiter*, a
       thread blocked in ``waitid(P_ALL, WEXITED | WNOWAIT)``: it wakes when
       any child of the process has exited, without reaping it, and delivers
@@ -136,12 +145,14 @@ class ThreadedChildWatcher(WatcherBase):
     only the children registered here are ever reaped.
 
     A child registered from a running loop is called back in that loop's
-    thread; one registered outside any loop, in a waiter thread.  Either
+    thread (unless the loop closed first); one registered outside any loop,
+    in a waiter thread.  Either
     way the child is still a zombie while its callback runs: its pid cannot
     be reused before the callback has returned.  An idle watcher holds no
     thread and no fd, and while it has children its threads keep it alive
-    (an abandoned watcher still delivers them).  :meth:`close` drops the
-    children and waits for the pidfd waiter to end.  The fd-less waiter,
+    (an abandoned watcher still delivers them; so do the loops it reads
+    pidfds in).  :meth:`close` drops the children and waits for the pidfd
+    waiter to end.  The fd-less waiter,
     blocked in ``waitid`` while children it dropped still run, cannot be
     interrupted: it ends at the next exit of any child of the process (a
     registration meanwhile uses it again).  :meth:`attach_loop` only
@@ -167,16 +178,44 @@ class ThreadedChildWatcher(WatcherBase):
 
     def _watch(self, entry: Entry) -> None:
         child_status(entry.pid)
+        self._sweep_closed_loops()
+        loop = entry.loop  # (running in this thread)
+        if loop is not None and self._reads_in(loop) and self._fits(1):
+            try:
+                self._watch_in_loop(entry, loop)
+                return
+            except Exception as exc:  # no pidfd, no fd, or the loop refuses add_reader
+                logger.debug(
+                    "cannot read a pidfd for %d in %r (%s): a waiter thread waits for it",
+                    entry.pid,
+                    loop,
+                    exc,
+                )
         fd = self._open_pidfd(entry.pid)
         if fd is None:
-            if self._fdless_thread is None:
-                thread = _WaiterThread(self._run_fdless, "childwatch-fdless")
-                thread.start()  # it waits for our lock, held until the entry is in the table
-                self._fdless_thread = thread
-            self._fdless[entry.pid] = entry
-        entry.handle = fd
+            self._start_fdless()
         self._admit(entry)
-        if fd is not None:
+        self._wait_in_a_thread(entry, fd)
+
+    def _fits(self, fds: int) -> bool:
+        """True if ``fds`` more keep the watcher within its fd share (lock held;
+        the pidfd waiter's own fds always counted)."""
+        return self._pidfds + self._in_loop_fds() + _WAITER_FDS + fds <= _fds.budget(self._fd_share)
+
+    def _start_fdless(self) -> None:
+        """Have the fd-less waiter run (lock held); RuntimeError if no thread can be had."""
+        if self._fdless_thread is None:
+            thread = _WaiterThread(self._run_fdless, "childwatch-fdless")
+            thread.start()  # it waits for our lock, held until the entry is in the table
+            self._fdless_thread = thread
+
+    def _wait_in_a_thread(self, entry: Entry, fd: Optional[int]) -> None:
+        """Have a waiter wait for the registered ``entry`` (lock held): the pidfd
+        waiter on ``fd``, or the fd-less one (``fd`` None: it runs)."""
+        entry.handle = fd
+        if fd is None:
+            self._fdless[entry.pid] = entry
+        else:
             assert self._waiter is not None
             self._waiter.queue(True, entry)
 
@@ -184,13 +223,12 @@ class ThreadedChildWatcher(WatcherBase):
         """A pidfd for ``pid`` in a running pidfd waiter (lock held), or None:
         it would take the watcher past its fd share, or no pidfd, fd or thread
         can be had."""
-        if self._pidfds + 1 + _WAITER_FDS > _fds.budget(self._fd_share):
+        if not self._fits(1):
             return None
         fd = None
         try:
             fd = open_pidfd(pid)
-            if self._waiter is None:
-                self._waiter = _Waiter(self._run)
+            self._start_waiter()
         except (OSError, RuntimeError) as exc:  # no pidfd, no fds, no thread
             if fd is not None:
                 os.close(fd)
@@ -199,12 +237,43 @@ class ThreadedChildWatcher(WatcherBase):
         self._pidfds += 1
         return fd
 
+    def _start_waiter(self) -> None:
+        """Have the pidfd waiter run (lock held); OSError or RuntimeError if it cannot."""
+        if self._waiter is None:
+            self._waiter = _Waiter(self._run)
+
+    def _adopt_orphans(self, orphans: List[Orphan]) -> None:
+        """The children of a loop that closed: to the pidfd waiter, with their
+        pidfds, or to the fd-less one (they are called back in its thread)."""
+        for pidfd, entry in orphans:
+            if self._table.get(entry.pid) is not entry or entry.state is not REGISTERED:
+                os.close(pidfd)  # (delivered or removed meanwhile: not ours to wait for)
+                continue
+            fd: Optional[int] = pidfd
+            try:
+                self._start_waiter()
+                self._pidfds += 1
+            except (OSError, RuntimeError):
+                os.close(pidfd)
+                fd = None
+                try:
+                    self._start_fdless()
+                except RuntimeError:
+                    logger.exception(
+                        "no thread can wait for pid %d of a closed loop: it is no longer watched", entry.pid
+                    )
+                    self._drop(entry)
+                    continue
+            self._wait_in_a_thread(entry, fd)
+
     def _close_pidfd(self, fd: int) -> None:
         os.close(fd)
         with self._lock:
             self._pidfds -= 1
 
     def _unwatch(self, entry: Entry) -> None:
+        if self._unwatch_in_loop(entry):
+            return
         if entry.handle is not None:
             # A polled entry is in the waiter's table or queue, so its thread
             # runs: it drops the handle (lock not held) only as it takes the
@@ -219,6 +288,7 @@ class ThreadedChildWatcher(WatcherBase):
         every child (unless another thread registers one meanwhile), and for
         a waiter that retired just before (what it still delivers, close()
         dropped); wake the fd-less waiter if it is between two checks: it ends then."""
+        self._release_readers()
         self._reaped.set()
         epoch = self._epoch
         with self._lock:
@@ -248,7 +318,7 @@ class ThreadedChildWatcher(WatcherBase):
 
     def _after_fork_in_child(self) -> None:
         for entry in self._table.values():
-            if entry.handle is not None:
+            if isinstance(entry.handle, int):  # (a tuple: in a loop's epoll, closed by LoopPidfds)
                 os.close(entry.handle)
         if self._waiter is not None:
             self._waiter.close_fds()  # its thread is not in this process

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""The default watcher end to end against the stdlib's fastest option, as a user meets it.
+
+    python3 bench/default_speed.py [--repeats 5] [--n 400] [--latency 100] [--configs a,b]
+
+Each cell runs in a fresh process (this file, ``--cell CONFIG``) at a soft
+``RLIMIT_NOFILE`` of 1024: ``create_subprocess_exec("true")`` + ``wait()``
+for ``--n`` children at concurrency 1 and then 32 (children per second, and
+the process's CPU time per child), then ``--latency`` times: a ``sleep``
+child killed with SIGKILL, timed from just before ``kill()`` to ``wait()``
+returning (p50, p99).  Configurations:
+
+- ``asyncio-default``: the loop as it comes (3.9-3.13: asyncio's default
+  watcher; 3.14+: the loop's own built-in pidfd path);
+- ``asyncio-pidfd`` (3.9-3.13): ``asyncio.set_child_watcher(asyncio.PidfdChildWatcher())``;
+- ``childwatch-default``: ``childwatch.set_child_watcher(childwatch.default_watcher())``
+  on the running loop, as the README's quick start does;
+- ``childwatch-pidfd``: the same with ``childwatch.PidfdChildWatcher()``;
+- ``uvloop`` and ``trio`` (``trio.run_process``): other libraries' own paths, for reference;
+- ``raw``: blocking ``os.posix_spawn`` + ``os.waitpid``, no loop (the practical limit).
+
+Repeats run the cells in a shuffled order; every ratio is taken within one
+repeat against the fastest stdlib option of that repeat (``asyncio-default``
+or ``asyncio-pidfd``, whichever is faster there), and the median of the ratios
+is printed with their range.  Latency percentiles pool every repeat.  No
+timing is asserted: the verdicts are printed (a ratio within 3% below 1.0
+counts as equal, the noise here; a p99 within 10%).  Exit status 0 unless a
+cell failed or a child's status was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any, Dict, List, Optional
+
+TRUE = "true"
+SLEEP = "sleep"
+CONCURRENCIES = (1, 32)
+STDLIB_HAS_WATCHERS = sys.version_info < (3, 14)
+ALL = ["asyncio-default", "asyncio-pidfd", "childwatch-default", "childwatch-pidfd", "uvloop", "trio", "raw"]
+STDLIB = ("asyncio-default", "asyncio-pidfd")
+EQUAL = 0.97
+P99_SLACK = 1.10
+
+
+def _set_watcher(config: str) -> str:
+    """Install ``config``'s watcher on the running loop; the name of what reaps."""
+    import childwatch
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    if config == "asyncio-pidfd":
+        watcher: Any = asyncio.PidfdChildWatcher()  # type: ignore[attr-defined,unused-ignore]
+        asyncio.set_child_watcher(watcher)  # type: ignore[attr-defined,unused-ignore]
+        watcher.attach_loop(asyncio.get_running_loop())
+    elif config.startswith("childwatch-"):
+        watcher = (
+            childwatch.default_watcher() if config == "childwatch-default" else childwatch.PidfdChildWatcher()
+        )
+        watcher.attach_loop(asyncio.get_running_loop())
+        childwatch.set_child_watcher(watcher)
+    elif STDLIB_HAS_WATCHERS and config == "asyncio-default":
+        watcher = asyncio.get_child_watcher()  # type: ignore[attr-defined,unused-ignore]
+    else:
+        return "the loop's own" if config == "asyncio-default" else config
+    return f"{type(watcher).__module__.split('.')[0]}.{type(watcher).__name__}"
+
+
+async def _asyncio_cell(config: str, n: int, latency: int) -> Dict[str, Any]:
+    used = _set_watcher(config) if config != "uvloop" else "libuv"
+    out: Dict[str, Any] = {"watcher": used, "bad": 0}
+
+    async def churn(count: int, concurrency: int) -> None:
+        left = [count]
+
+        async def worker() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                proc = await asyncio.create_subprocess_exec(TRUE)
+                if await asyncio.wait_for(proc.wait(), 30) != 0:
+                    out["bad"] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    await churn(50, 8)  # warm up
+    for concurrency in CONCURRENCIES:
+        t0, c0 = time.perf_counter(), time.process_time()
+        await churn(n, concurrency)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        out[f"rate{concurrency}"] = n / wall
+        out[f"cpu{concurrency}"] = cpu / n * 1e6
+    samples = []
+    for _ in range(latency):
+        proc = await asyncio.create_subprocess_exec(SLEEP, "10")
+        await asyncio.sleep(0.002)
+        t0 = time.perf_counter()
+        proc.kill()
+        code = await asyncio.wait_for(proc.wait(), 30)
+        samples.append(time.perf_counter() - t0)
+        if code != -signal.SIGKILL:
+            out["bad"] += 1
+    out["latency"] = samples
+    return out
+
+
+def _trio_cell(n: int, latency: int) -> Dict[str, Any]:
+    import trio
+
+    out: Dict[str, Any] = {"watcher": "trio.run_process", "bad": 0}
+
+    async def main() -> None:
+        async def churn(count: int, concurrency: int) -> None:
+            left = [count]
+
+            async def worker() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    proc = await trio.run_process([TRUE], check=False)
+                    if proc.returncode != 0:
+                        out["bad"] += 1
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(concurrency):
+                    nursery.start_soon(worker)
+
+        await churn(50, 8)
+        for concurrency in CONCURRENCIES:
+            t0, c0 = time.perf_counter(), time.process_time()
+            await churn(n, concurrency)
+            out[f"rate{concurrency}"] = n / (time.perf_counter() - t0)
+            out[f"cpu{concurrency}"] = (time.process_time() - c0) / n * 1e6
+        samples = []
+        for _ in range(latency):
+            proc = await trio.lowlevel.open_process([SLEEP, "10"])
+            await trio.sleep(0.002)
+            t0 = time.perf_counter()
+            proc.kill()
+            code = await proc.wait()
+            samples.append(time.perf_counter() - t0)
+            if code != -signal.SIGKILL:
+                out["bad"] += 1
+        out["latency"] = samples
+
+    trio.run(main)
+    return out
+
+
+def _raw_cell(n: int, latency: int) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"watcher": "posix_spawn + waitpid", "bad": 0}
+    for concurrency in CONCURRENCIES:
+        t0, c0 = time.perf_counter(), time.process_time()
+        left = n
+        while left > 0:
+            batch = [os.posix_spawnp(TRUE, [TRUE], os.environ) for _ in range(min(concurrency, left))]
+            left -= len(batch)
+            for pid in batch:
+                if os.waitpid(pid, 0)[1] != 0:
+                    out["bad"] += 1
+        out[f"rate{concurrency}"] = n / (time.perf_counter() - t0)
+        out[f"cpu{concurrency}"] = (time.process_time() - c0) / n * 1e6
+    samples = []
+    for _ in range(latency):
+        pid = os.posix_spawnp(SLEEP, [SLEEP, "10"], os.environ)
+        time.sleep(0.002)
+        t0 = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        samples.append(time.perf_counter() - t0)
+    out["latency"] = samples
+    return out
+
+
+def cell(config: str, n: int, latency: int) -> Dict[str, Any]:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    if config == "raw":
+        return _raw_cell(n, latency)
+    if config == "trio":
+        return _trio_cell(n, latency)
+    loop: asyncio.AbstractEventLoop
+    if config == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_asyncio_cell(config, n, latency))
+    finally:
+        loop.close()
+
+
+def _available(config: str) -> bool:
+    module = {"uvloop": "uvloop", "trio": "trio"}.get(config)
+    if config == "asyncio-pidfd" and not STDLIB_HAS_WATCHERS:
+        return False
+    if module is None:
+        return True
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _pct(samples: List[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n", type=int, default=400, help="children per concurrency per cell")
+    parser.add_argument("--latency", type=int, default=100, help="kill->wait samples per cell")
+    parser.add_argument("--configs", default=",".join(ALL))
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cell:
+        print(json.dumps(cell(args.cell, args.n, args.latency)))
+        return 0
+    configs = [c for c in args.configs.split(",") if _available(c)]
+    results: Dict[str, List[Dict[str, Any]]] = {c: [] for c in configs}
+    failed = 0
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True
+    )
+    for repeat in range(args.repeats):
+        order = configs[:]
+        random.shuffle(order)
+        for config in order:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--cell",
+                config,
+                "--n",
+                str(args.n),
+                "--latency",
+                str(args.latency),
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                print(f"cell {config} failed:\n{done.stderr}", file=sys.stderr)
+                failed += 1
+                continue
+            results[config].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"repeat {repeat + 1}/{args.repeats} done, load {os.getloadavg()[0]:.2f}", flush=True)
+    return report(results, args.repeats) or (1 if failed else 0)
+
+
+def _best_stdlib(results: Dict[str, List[Dict[str, Any]]], repeat: int, key: str) -> Optional[float]:
+    rates = [results[c][repeat][key] for c in STDLIB if c in results and len(results[c]) > repeat]
+    return max(rates) if rates else None
+
+
+def report(results: Dict[str, List[Dict[str, Any]]], repeats: int) -> int:
+    bad = sum(r["bad"] for runs in results.values() for r in runs)
+    header = (
+        "| config | reaped by | c=1 /s | ×best stdlib | CPU µs | c=32 /s | ×best stdlib | CPU µs "
+        "| kill→wait p50 µs | p99 µs |"
+    )
+    print("\n" + header)
+    print("|" + "---|" * (header.count("|") - 1))
+    verdicts = []
+    for config, runs in results.items():
+        if not runs:
+            continue
+        row = [config, runs[0]["watcher"]]
+        for c in CONCURRENCIES:
+            key = f"rate{c}"
+            ratios = [
+                r[key] / best
+                for i, r in enumerate(runs)
+                if (best := _best_stdlib(results, i, key)) is not None
+            ]
+            med = statistics.median(ratios) if ratios else None
+            row += [
+                f"{statistics.median(r[key] for r in runs):.0f}",
+                "—" if med is None else f"{med:.2f} ({min(ratios):.2f}–{max(ratios):.2f})",
+                f"{statistics.median(r[f'cpu{c}'] for r in runs):.0f}",
+            ]
+            if config == "childwatch-default" and med is not None:
+                verdicts.append(
+                    f"c={c}: {med:.2f}× the fastest stdlib option: {'met' if med >= EQUAL else 'MISSED'}"
+                )
+        pooled = [s for r in runs for s in r["latency"]]
+        row += [f"{_pct(pooled, 0.5):.0f}", f"{_pct(pooled, 0.99):.0f}"]
+        print("| " + " | ".join(row) + " |")
+    if results.get("childwatch-default"):
+        mine = _pct([s for r in results["childwatch-default"] for s in r["latency"]], 0.99)
+        theirs = [_pct([s for r in results[c] for s in r["latency"]], 0.99) for c in STDLIB if results.get(c)]
+        if theirs:
+            best = min(theirs)
+            verdicts.append(
+                f"kill→wait p99 {mine:.0f} µs vs the stdlib's best {best:.0f} µs: "
+                f"{mine / best:.2f}× ({'met' if mine <= best * P99_SLACK else 'MISSED'})"
+            )
+    print(f"\n{repeats} interleaved repeats; wrong statuses: {bad}")
+    for line in verdicts:
+        print("- childwatch default, " + line)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
