@@ -49,6 +49,13 @@ def add_options(parser: pytest.Parser) -> None:
         "or NAME=module:factory (default: asyncio and the installed ones of uvloop and trio-asyncio)",
     )
     parser.addini(INI, help="default for --loop-impls", default="")
+    parser.addini(
+        "childwatch_skip_unsupported",
+        type="bool",
+        default=True,
+        help="a test that fails starting a subprocess on a loop whose capabilities() say it has "
+        "none is skipped with that reason (false: it fails)",
+    )
 
 
 def add_markers(config: pytest.Config) -> None:
@@ -80,6 +87,7 @@ if UNAVAILABLE is None:
         pytest_collection_modifyitems,
         pytest_configure,
         pytest_generate_tests,
+        pytest_runtest_call,
         pytest_runtest_protocol,
         pytest_runtest_setup,
         pytest_sessionfinish,

@@ -1620,6 +1620,120 @@ def test_switched_off_the_readme_snippets_run_on_asyncio(suite: pytest.Pytester)
     }, result.stdout.str() + result.stderr.str()
 
 
+# -- integrations that change nothing else; loops without subprocesses -------------------
+
+_OWN_THINGS_CONFTEST = (
+    PYTEST_ASYNCIO_HOOK
+    + """
+import asyncio
+
+import pytest
+
+from childwatch.pytest_plugin import anyio_backend_fixture
+
+anyio_backend = anyio_backend_fixture(trio=False, options={"asyncio": {"debug": True}})
+
+
+class ProjectLoop(asyncio.SelectorEventLoop):
+    pass
+
+
+class ProjectPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return ProjectLoop()
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy():
+    return ProjectPolicy()
+"""
+)
+
+_OWN_THINGS_SUITE = """
+import asyncio
+import pytest
+
+LOOP_CLASS = {"asyncio": "ProjectLoop", "nosub": "NoSubprocessLoop"}
+
+
+def running_class():
+    return type(asyncio.get_running_loop()).__name__
+
+
+@pytest.mark.asyncio
+async def test_policy(loop_impl):
+    assert running_class() == LOOP_CLASS[loop_impl]
+
+
+@pytest.mark.anyio
+async def test_anyio_first(loop_impl):
+    assert asyncio.get_running_loop().get_debug()
+
+
+@pytest.mark.anyio
+async def test_anyio_second(loop_impl):
+    assert asyncio.get_running_loop().get_debug()
+
+
+async def start_a_child():
+    proc = await asyncio.create_subprocess_exec("sh", "-c", "exit 4")
+    return await proc.wait()
+
+
+def test_subprocess(run_on_loop):
+    assert run_on_loop(start_a_child, timeout=60) == 4
+
+
+def test_another_failure(run_on_loop, loop_impl):
+    assert loop_impl == "asyncio"
+"""
+
+_NO_SUBPROCESS_LOOP = """
+import asyncio
+
+
+class NoSubprocessLoop(asyncio.SelectorEventLoop):
+    # asyncio's base class: NotImplementedError, as capabilities() reads off the class
+    _make_subprocess_transport = asyncio.BaseEventLoop._make_subprocess_transport
+"""
+
+
+@needs_pytest_asyncio
+@needs_anyio
+def test_a_project_keeps_its_loop_its_anyio_options_and_skips_what_a_loop_lacks(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-asyncio's ``asyncio`` loop comes from the project's ``event_loop_policy``; the
+    plugin's ``anyio_backend`` is per test (tests run in file order, not grouped by loop) and
+    passes the project's backend options; a test that starts a subprocess on a loop whose
+    ``capabilities()`` say it has none is skipped with that reason (another failure stays one),
+    and ``childwatch_skip_unsupported = false`` keeps the failure."""
+    write_ini(pytester, warnings='\n    ignore:Overriding the "event_loop_policy" fixture')
+    pytester.makeconftest(_OWN_THINGS_CONFTEST)
+    pytester.makepyfile(test_own=_OWN_THINGS_SUITE, nosub=_NO_SUBPROCESS_LOOP)
+    pytester.syspathinsert()
+    loops = "--loop-impls=asyncio,nosub=nosub:NoSubprocessLoop"
+    result = run(pytester, loops)
+    expected = {}
+    for test in ("policy", "anyio_first", "anyio_second", "subprocess", "another_failure"):
+        for loop in ("asyncio", "nosub"):
+            expected[f"test_own.py::test_{test}[{loop}]"] = "PASSED"
+    expected["test_own.py::test_subprocess[nosub]"] = "SKIPPED"
+    expected["test_own.py::test_another_failure[nosub]"] = "FAILED"
+    found = outcomes(result)
+    assert found == expected and list(found) == list(expected), result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED *nosub lacks subprocesses: nosub.NoSubprocessLoop does not implement *(childwatch_skip_unsupported)"
+        ]
+    )
+    result = run(pytester, loops, "-o", "childwatch_skip_unsupported=false", "-k", "test_subprocess")
+    assert outcomes(result) == {
+        "test_own.py::test_subprocess[asyncio]": "PASSED",
+        "test_own.py::test_subprocess[nosub]": "FAILED",
+    }, result.stdout.str()
+
+
 # -- an environment where childwatch cannot work -------------------------------------------
 
 _BROKEN_SITE = {

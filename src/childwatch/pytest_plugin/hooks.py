@@ -63,9 +63,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     anyio_fixture = ours(metafunc, "anyio_backend")
     pytest_asyncio_loops = integrations.pytest_asyncio_loops(definition)
     if anyio_fixture is not None:
-        trio = bool(getattr(anyio_fixture, "_childwatch_trio", True))
-        params = integrations.anyio_backends(config, definition, trio=trio)
-        metafunc.parametrize("anyio_backend", params, indirect=True, scope="module")
+        how = getattr(anyio_fixture, "_childwatch_anyio", {})
+        params = integrations.anyio_backends(
+            config, definition, trio=how.get("trio", True), options=how.get("options", {})
+        )
+        metafunc.parametrize("anyio_backend", params, indirect=True, scope=how.get("scope", "function"))
     elif pytest_asyncio_loops is not None:
         _name_the_one_loop(metafunc, pytest_asyncio_loops)
     elif ours(metafunc, "loop_impl") is not None:
@@ -129,6 +131,20 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     ):
         requirements.apply(item, impl, loop)
     return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Skip a test that failed starting a subprocess where its loop has none (:func:`.requirements.unsupported`)."""
+    try:
+        return (yield)
+    except Exception as exc:
+        impl = item_impl(item)
+        loop = state.of(item.config).selection.loops.get(impl or "")
+        reason = requirements.unsupported(item, impl or "", loop, exc) if impl is not None else None
+        if reason is None:
+            raise
+        pytest.skip(reason)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
