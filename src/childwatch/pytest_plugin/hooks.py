@@ -19,17 +19,21 @@ other test as it is.
 * ``pytest_runtest_protocol`` runs a test in its isolated worker where it needs one
   (:mod:`.isolation`); ``pytest_sessionfinish`` stops the workers.
 * ``pytest_runtest_setup`` applies ``childwatch_requires`` to a test about to run in
-  this process (a worker's tests: in the worker).
+  this process (a worker's tests: in the worker); ``pytest_runtest_call`` turns a test the
+  watchdog stopped into pytest-timeout's failure, and a failure to start a subprocess on a
+  loop without any into a skip (:mod:`.requirements`).
+* ``pytest_timeout_set_timer`` (pytest-timeout's) lets :mod:`.watchdog` time the tests on
+  loops that swallow pytest-timeout's signal.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Generator, List, Optional
+from typing import Any, Generator, List, Optional
 
 import pytest
 
-from . import catalog, integrations, loop_marks, requirements, state, worker
+from . import catalog, integrations, loop_marks, requirements, state, watchdog, worker
 from .fixtures import ours
 from .selection import TRIO, item_impl
 
@@ -50,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if channel is not None:
         loops = session.selection.loops
         catalog.adopt({loops[name]: reason for name, reason in inherited.items() if name in loops})
-        config.pluginmanager.register(worker.WorkerSession(config, *channel), "childwatch-worker")
+        config.pluginmanager.register(worker.WorkerSession(config, channel), "childwatch-worker")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -135,16 +139,30 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """Skip a test that failed starting a subprocess where its loop has none (:func:`.requirements.unsupported`)."""
+    """Fail a test the plugin's watchdog stopped with pytest-timeout's failure
+    (:func:`.watchdog.failure`); skip a test that failed starting a subprocess where its loop
+    has none (:func:`.requirements.unsupported`)."""
     try:
         return (yield)
-    except Exception as exc:
+    except BaseException as exc:
+        timed_out = watchdog.failure(item, exc)
+        if timed_out is not None:
+            raise pytest.fail.Exception(timed_out, pytrace=False) from None
         impl = item_impl(item)
-        loop = state.of(item.config).selection.loops.get(impl or "")
-        reason = requirements.unsupported(item, impl or "", loop, exc) if impl is not None else None
+        if impl is None or not isinstance(exc, Exception):
+            raise
+        reason = requirements.unsupported(item, impl, state.of(item.config).selection.loops.get(impl), exc)
         if reason is None:
             raise
         pytest.skip(reason)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Optional[bool]:
+    """pytest-timeout's hook: the plugin's watchdog times a test on a loop that swallows
+    pytest-timeout's signal (:func:`.watchdog.take_over`); pytest-timeout times the others."""
+    plugin = state.of(item.config)
+    return watchdog.take_over(item, settings, plugin.selection.loops, plugin.in_worker) or None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -101,7 +101,6 @@ def apply(item: pytest.Item, impl: str, loop: Optional[LoopImpl]) -> None:
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-SKIP_UNSUPPORTED_INI = "childwatch_skip_unsupported"
 _SUBPROCESS_METHODS = frozenset(
     {"subprocess_exec", "subprocess_shell", "create_subprocess_exec", "create_subprocess_shell"}
 )
@@ -134,6 +133,8 @@ def unsupported(item: pytest.Item, impl: str, loop: Optional[LoopImpl], exc: Bas
     """The reason to skip ``item``, which failed with ``exc`` on ``impl`` (entry ``loop``; None:
     anyio's trio backend, left alone), if it failed starting a subprocess on a loop that has
     none, and the ini option does not say otherwise; else None."""
+    from _childwatch_pytest import SKIP_UNSUPPORTED_INI  # the entry point (imports this package)
+
     if loop is None or not item.config.getini(SKIP_UNSUPPORTED_INI) or not _starting_a_subprocess(exc):
         return None
     support = _capabilities(loop).subprocesses
