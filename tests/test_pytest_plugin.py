@@ -1620,6 +1620,135 @@ def test_switched_off_the_readme_snippets_run_on_asyncio(suite: pytest.Pytester)
     }, result.stdout.str() + result.stderr.str()
 
 
+# -- no loop takes the session down ----------------------------------------------------
+
+_HOSTILE_CONFTEST = """
+import os, signal
+
+for fd in range(3, 1024):  # what this process inherited (the worker's pipes, once)
+    try:
+        if os.get_inheritable(fd):
+            os.close(fd)
+    except OSError:
+        pass
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+"""
+
+_CRASHING_LOOPS = """
+import asyncio, os, signal, time
+import pytest
+
+
+async def sleep_long():
+    await asyncio.sleep(100)
+
+
+async def block():
+    time.sleep(100)
+
+
+def test_starts_the_worker(loop_impl):
+    pass
+
+
+@pytest.mark.timeout(2)
+def test_hangs_on_the_loop(run_on_loop, loop_impl):
+    if loop_impl == "uvloop":
+        run_on_loop(sleep_long)
+
+
+@pytest.mark.timeout(2)
+def test_blocks_the_loop(run_on_loop, loop_impl):
+    if loop_impl == "uvloop":
+        run_on_loop(block)
+
+
+@pytest.mark.timeout(3)
+def test_hangs_in_the_worker(loop_impl):
+    if loop_impl == "isolated":
+        with open(os.environ["PIDFILE"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(100)
+
+
+def test_segfaults(loop_impl):
+    if loop_impl == "isolated":
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_dies(loop_impl, n):
+    if loop_impl == "isolated":
+        os._exit(5)
+
+
+def test_after_three_deaths(loop_impl):
+    pass
+"""
+
+
+@needs_uvloop
+@pytest.mark.skipif(not installed("pytest_timeout"), reason="pytest-timeout is not installed")
+def test_no_loop_takes_the_session_down(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On uvloop (which swallows pytest-timeout's signal) a hung test is stopped with its stack,
+    waiting on the loop or blocked in it; on a loop isolated with ``--childwatch-isolate`` (uvloop
+    under another name), a conftest closing inherited fds and ignoring SIGUSR1 does not stop the
+    worker, a hang shows the worker's stack, a segfault fails its test alone, and after three
+    deaths in a row the worker is not started again; every other test passes."""
+    pidfile = suite.path / "pid"
+    monkeypatch.setenv("PIDFILE", str(pidfile))
+    suite.makeconftest(_HOSTILE_CONFTEST)
+    suite.makepyfile(test_crashes=_CRASHING_LOOPS)
+    result = suite.runpytest_subprocess(
+        "--loop-impls=uvloop,isolated=uvloop:new_event_loop", "--childwatch-isolate=isolated", timeout=120
+    )
+    expected = {}
+    for test in ("starts_the_worker", "hangs_on_the_loop", "blocks_the_loop", "hangs_in_the_worker"):
+        expected.update(
+            {f"test_crashes.py::test_{test}[{loop}]": "PASSED" for loop in ("uvloop", "isolated")}
+        )
+    expected.update(
+        {
+            "test_crashes.py::test_hangs_on_the_loop[uvloop]": "FAILED",
+            "test_crashes.py::test_blocks_the_loop[uvloop]": "FAILED",
+            "test_crashes.py::test_hangs_in_the_worker[isolated]": "FAILED",
+            "test_crashes.py::test_segfaults[uvloop]": "PASSED",
+            "test_crashes.py::test_segfaults[isolated]": "FAILED",
+            "test_crashes.py::test_after_three_deaths[uvloop]": "PASSED",
+            "test_crashes.py::test_after_three_deaths[isolated]": "ERROR",
+        }
+    )
+    for n in range(2):
+        expected[f"test_crashes.py::test_dies[uvloop-{n}]"] = "PASSED"
+        expected[f"test_crashes.py::test_dies[isolated-{n}]"] = "FAILED"
+    assert outcomes(result) == expected, result.stdout.str()
+    out = result.stdout.str()
+    assert out.count("Timeout (>2.0s) from pytest-timeout, enforced by childwatch on uvloop") == 2, out
+    result.stdout.fnmatch_lines(
+        ["Stack of <Task *", "*", "*", "*in sleep_long", "*await asyncio.sleep(100)"]
+    )
+    result.stdout.fnmatch_lines(["Stack of the main thread*", "*in block", "*time.sleep(100)"])
+    result.stdout.fnmatch_lines(
+        [
+            "the isolated run of test_crashes.py::test_hangs_in_the_worker[[]isolated[]] was stopped: "
+            "Failed: Timeout (>3.0s) from pytest-timeout.",
+            "*",
+            "the isolated worker's stack (faulthandler):",
+            "*",
+            "*test_crashes.py*line * in test_hangs_in_the_worker",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["*test_segfaults[[]isolated[]] ended (killed by signal 11 (SIGSEGV)) without*"]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*the isolated worker (isolated) is not started again: it died in 3 tests in a row, the last *test_dies*"
+        ]
+    )
+    assert state_of(int(pidfile.read_text())) is None, "the isolated run was left behind"
+
+
 # -- integrations that change nothing else; loops without subprocesses -------------------
 
 _OWN_THINGS_CONFTEST = (

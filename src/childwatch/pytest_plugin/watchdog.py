@@ -24,7 +24,6 @@ another thread and the other loops are left to pytest-timeout.
 from __future__ import annotations
 
 import asyncio
-import io
 import signal
 import threading
 import traceback
@@ -83,9 +82,7 @@ class Watchdog:
     def _cancel_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         for task in asyncio.all_tasks(loop):
             if not task.done():
-                text = io.StringIO()
-                task.print_stack(file=text)
-                self.stacks.append(text.getvalue())
+                self.stacks.append(f"Stack of {task!r} (most recent call last):\n{_awaiting(task)}")
                 task.cancel()
         self._cancelled.set()
 
@@ -102,6 +99,19 @@ class Watchdog:
         self._done.set()
         self._thread.join()
         signal.signal(signal.SIGALRM, self._previous)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """The stack of suspended ``task``: its coroutine, and down the chain of what each awaits."""
+    frames = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "".join(traceback.StackSummary.extract(frames).format())
 
 
 def take_over(item: pytest.Item, settings: Any, loops: Mapping[str, LoopImpl], in_worker: bool) -> bool:
