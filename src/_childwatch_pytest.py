@@ -101,6 +101,7 @@ if UNAVAILABLE is None:
         pytest_runtest_call,
         pytest_runtest_protocol,
         pytest_runtest_setup,
+        pytest_runtest_teardown,
         pytest_sessionfinish,
         pytest_timeout_set_timer,
     )

@@ -1724,9 +1724,7 @@ def test_no_loop_takes_the_session_down(suite: pytest.Pytester, monkeypatch: pyt
     assert outcomes(result) == expected, result.stdout.str()
     out = result.stdout.str()
     assert out.count("Timeout (>2.0s) from pytest-timeout, enforced by childwatch on uvloop") == 2, out
-    result.stdout.fnmatch_lines(
-        ["Stack of <Task *", "*", "*", "*in sleep_long", "*await asyncio.sleep(100)"]
-    )
+    result.stdout.fnmatch_lines(["Stack of <Task *", "*", "*", "*in sleep_long", "*await asyncio.sleep(100)"])
     result.stdout.fnmatch_lines(["Stack of the main thread*", "*in block", "*time.sleep(100)"])
     result.stdout.fnmatch_lines(
         [

@@ -19,8 +19,9 @@ other test as it is.
 * ``pytest_runtest_protocol`` runs a test in its isolated worker where it needs one
   (:mod:`.isolation`); ``pytest_sessionfinish`` stops the workers.
 * ``pytest_runtest_setup`` applies ``childwatch_requires`` to a test about to run in
-  this process (a worker's tests: in the worker); ``pytest_runtest_call`` turns a test the
-  watchdog stopped into pytest-timeout's failure, and a failure to start a subprocess on a
+  this process (a worker's tests: in the worker); it, ``pytest_runtest_call`` and
+  ``pytest_runtest_teardown`` turn a test the watchdog stopped into pytest-timeout's failure;
+  ``pytest_runtest_call`` also turns a failure to start a subprocess on a
   loop without any into a skip (:mod:`.requirements`).
 * ``pytest_timeout_set_timer`` (pytest-timeout's) lets :mod:`.watchdog` time the tests on
   loops that swallow pytest-timeout's signal.
@@ -134,20 +135,22 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         importlib.util.find_spec("trio") is not None if impl == TRIO else loop is not None
     ):
         requirements.apply(item, impl, loop)
-    return (yield)
+    try:
+        return (yield)
+    except BaseException as exc:
+        watchdog.raise_if_stopped(item, exc)
+        raise
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Fail a test the plugin's watchdog stopped with pytest-timeout's failure
-    (:func:`.watchdog.failure`); skip a test that failed starting a subprocess where its loop
-    has none (:func:`.requirements.unsupported`)."""
+    (:func:`.watchdog.raise_if_stopped`, also in setup and teardown); skip a test that failed
+    starting a subprocess where its loop has none (:func:`.requirements.unsupported`)."""
     try:
         return (yield)
     except BaseException as exc:
-        timed_out = watchdog.failure(item, exc)
-        if timed_out is not None:
-            raise pytest.fail.Exception(timed_out, pytrace=False) from None
+        watchdog.raise_if_stopped(item, exc)
         impl = item_impl(item)
         if impl is None or not isinstance(exc, Exception):
             raise
@@ -155,6 +158,16 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         if reason is None:
             raise
         pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail a teardown the plugin's watchdog stopped with pytest-timeout's failure."""
+    try:
+        return (yield)
+    except BaseException as exc:
+        watchdog.raise_if_stopped(item, exc)
+        raise
 
 
 @pytest.hookimpl(optionalhook=True)

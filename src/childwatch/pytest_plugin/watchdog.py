@@ -16,8 +16,8 @@ pytest-timeout's ``pytest_timeout_set_timer`` hook) replaces pytest-timeout's ti
    handler fails the test with the main thread's stack.  (Not otherwise: a loop that
    swallows the handler's exception may not run its callbacks again.)
 
-:func:`failure` then makes whatever the stopped test raised pytest-timeout's failure, with
-those stacks.  pytest-timeout's ``thread`` method (which ends the session), a test run in
+:func:`raise_if_stopped` then makes whatever the stopped test (its setup, call or teardown)
+raised pytest-timeout's failure, with those stacks.  pytest-timeout's ``thread`` method (which ends the session), a test run in
 another thread and the other loops are left to pytest-timeout.
 """
 
@@ -132,9 +132,9 @@ def take_over(item: pytest.Item, settings: Any, loops: Mapping[str, LoopImpl], i
     return True
 
 
-def failure(item: pytest.Item, exc: BaseException) -> Optional[str]:
-    """The failure of ``item``, which raised ``exc``, if its watchdog stopped it; else None."""
+def raise_if_stopped(item: pytest.Item, exc: BaseException) -> None:
+    """If ``item``'s watchdog stopped it, raise pytest-timeout's failure with the stacks in place
+    of ``exc``, what the stopped setup, call or teardown raised; else return."""
     dog = item.stash.get(_KEY, None)
-    if dog is None or dog.message is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return None
-    return "\n\n".join([dog.message, *dog.stacks])
+    if dog is not None and dog.message is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise pytest.fail.Exception("\n\n".join([dog.message, *dog.stacks]), pytrace=False) from None
