@@ -275,9 +275,8 @@ class Worker:
         self.starts += 1
         if self._log is not None:
             self._log.close()
-        self._dir = tempfile.mkdtemp(
-            prefix="childwatch-"
-        )  # short: a Unix socket's path is at most ~100 bytes
+        # A short path (a Unix socket's is at most ~100 bytes), for this worker alone.
+        self._dir = tempfile.mkdtemp(prefix="childwatch-")
         path = os.path.join(self._dir, "channel")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
@@ -305,16 +304,16 @@ class Worker:
         sock, _ = self._listener.accept()
         return sock
 
-    def _connected(self) -> bool:
-        """Wait for the worker's channel and stack connections; False if it ended first."""
+    def _connected(self) -> Optional[_Channel]:
+        """Wait for the worker's channel and stack connections: the channel; None if it ended first."""
         channel = self._accept()
         stack = self._accept() if channel is not None else None
         if channel is None or stack is None:
             if channel is not None:
                 channel.close()
-            return False
+            return None
         self._channel, self._stack = _Channel(channel), stack
-        return True
+        return self._channel
 
     def _stack_of_worker(self) -> str:
         """The stack of every thread of the (running) worker, as :mod:`faulthandler` writes it on
@@ -440,9 +439,10 @@ class Worker:
         try:
             if self._channel is None:
                 self._start(probed)
-                ready = self._channel.receive() if self._connected() and self._channel is not None else None
+                channel = self._connected()
+                ready = channel.receive() if channel is not None else None
                 if ready is None or "ready" not in ready:
-                    how = self._why_it_ended() if self._proc is not None else "?"
+                    how = self._why_it_ended()
                     self._broken = (
                         f"the isolated worker ({self.name}) is not started again: it ended ({how.splitlines()[0]}) "
                         f"before it was ready, for {item.nodeid}, whose failure shows its output"
