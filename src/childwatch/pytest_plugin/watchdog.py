@@ -71,8 +71,8 @@ class Watchdog:
         for loop in running_loops():
             try:
                 loop.call_soon_threadsafe(self._cancel_tasks, loop)
-            except RuntimeError:
-                pass  # closed in the meantime
+            except Exception:  # closed in the meantime, or not callable from here: the signal then
+                pass
         if self._cancelled.wait(GRACE):
             return
         main = threading.main_thread().ident
