@@ -19,6 +19,8 @@ from typing import Any, Optional
 import pytest
 
 INI = "childwatch_loop_impls"
+ISOLATE_INI = "childwatch_isolate"
+SKIP_UNSUPPORTED_INI = "childwatch_skip_unsupported"
 
 MARKERS = (
     "childwatch_loops(*names): run this test only on these loop implementations "
@@ -49,6 +51,22 @@ def add_options(parser: pytest.Parser) -> None:
         "or NAME=module:factory (default: asyncio and the installed ones of uvloop and trio-asyncio)",
     )
     parser.addini(INI, help="default for --loop-impls", default="")
+    group.addoption(
+        "--childwatch-isolate",
+        dest="childwatch_isolate",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated loop implementations (or 'all') whose tests run in an isolated worker "
+        "process, so that a crash of the loop fails one test and the session goes on",
+    )
+    parser.addini(ISOLATE_INI, help="default for --childwatch-isolate", default="")
+    parser.addini(
+        SKIP_UNSUPPORTED_INI,
+        type="bool",
+        default=True,
+        help="a test that fails starting a subprocess on a loop whose capabilities() say it has "
+        "none is skipped with that reason (false: it fails)",
+    )
 
 
 def add_markers(config: pytest.Config) -> None:
@@ -80,9 +98,12 @@ if UNAVAILABLE is None:
         pytest_collection_modifyitems,
         pytest_configure,
         pytest_generate_tests,
+        pytest_runtest_call,
         pytest_runtest_protocol,
         pytest_runtest_setup,
+        pytest_runtest_teardown,
         pytest_sessionfinish,
+        pytest_timeout_set_timer,
     )
 else:
 

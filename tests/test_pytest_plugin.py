@@ -1620,6 +1620,247 @@ def test_switched_off_the_readme_snippets_run_on_asyncio(suite: pytest.Pytester)
     }, result.stdout.str() + result.stderr.str()
 
 
+# -- no loop takes the session down ----------------------------------------------------
+
+_HOSTILE_CONFTEST = """
+import os, signal
+
+for fd in range(3, 1024):  # what this process inherited (the worker's pipes, once)
+    try:
+        if os.get_inheritable(fd):
+            os.close(fd)
+    except OSError:
+        pass
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+"""
+
+_CRASHING_LOOPS = """
+import asyncio, os, signal, time
+import pytest
+
+
+async def sleep_long():
+    await asyncio.sleep(100)
+
+
+async def block():
+    time.sleep(100)
+
+
+def test_starts_the_worker(loop_impl):
+    pass
+
+
+@pytest.mark.timeout(2)
+def test_hangs_on_the_loop(run_on_loop, loop_impl):
+    if loop_impl == "uvloop":
+        run_on_loop(sleep_long)
+
+
+@pytest.mark.timeout(2)
+def test_blocks_the_loop(run_on_loop, loop_impl):
+    if loop_impl == "uvloop":
+        run_on_loop(block)
+
+
+@pytest.mark.timeout(3)
+def test_hangs_in_the_worker(loop_impl):
+    if loop_impl == "isolated":
+        with open(os.environ["PIDFILE"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(100)
+
+
+def test_segfaults(loop_impl):
+    if loop_impl == "isolated":
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_dies(loop_impl, n):
+    if loop_impl == "isolated":
+        os._exit(5)
+
+
+def test_after_three_deaths(loop_impl):
+    pass
+"""
+
+
+@needs_uvloop
+@pytest.mark.skipif(not installed("pytest_timeout"), reason="pytest-timeout is not installed")
+def test_no_loop_takes_the_session_down(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On uvloop (which swallows pytest-timeout's signal) a hung test is stopped with its stack,
+    waiting on the loop or blocked in it; on a loop isolated with ``--childwatch-isolate`` (uvloop
+    under another name), a conftest closing inherited fds and ignoring SIGUSR1 does not stop the
+    worker, a hang shows the worker's stack, a segfault fails its test alone, and after three
+    deaths in a row the worker is not started again; every other test passes."""
+    pidfile = suite.path / "pid"
+    monkeypatch.setenv("PIDFILE", str(pidfile))
+    suite.makeconftest(_HOSTILE_CONFTEST)
+    suite.makepyfile(test_crashes=_CRASHING_LOOPS)
+    result = suite.runpytest_subprocess(
+        "--loop-impls=uvloop,isolated=uvloop:new_event_loop", "--childwatch-isolate=isolated", timeout=120
+    )
+    expected = {}
+    for test in ("starts_the_worker", "hangs_on_the_loop", "blocks_the_loop", "hangs_in_the_worker"):
+        expected.update(
+            {f"test_crashes.py::test_{test}[{loop}]": "PASSED" for loop in ("uvloop", "isolated")}
+        )
+    expected.update(
+        {
+            "test_crashes.py::test_hangs_on_the_loop[uvloop]": "FAILED",
+            "test_crashes.py::test_blocks_the_loop[uvloop]": "FAILED",
+            "test_crashes.py::test_hangs_in_the_worker[isolated]": "FAILED",
+            "test_crashes.py::test_segfaults[uvloop]": "PASSED",
+            "test_crashes.py::test_segfaults[isolated]": "FAILED",
+            "test_crashes.py::test_after_three_deaths[uvloop]": "PASSED",
+            "test_crashes.py::test_after_three_deaths[isolated]": "ERROR",
+        }
+    )
+    for n in range(2):
+        expected[f"test_crashes.py::test_dies[uvloop-{n}]"] = "PASSED"
+        expected[f"test_crashes.py::test_dies[isolated-{n}]"] = "FAILED"
+    assert outcomes(result) == expected, result.stdout.str()
+    out = result.stdout.str()
+    assert out.count("Timeout (>2.0s) from pytest-timeout, enforced by childwatch on uvloop") == 2, out
+    result.stdout.fnmatch_lines(["Stack of <Task *", "*", "*", "*in sleep_long", "*await asyncio.sleep(100)"])
+    result.stdout.fnmatch_lines(["Stack of the main thread*", "*in block", "*time.sleep(100)"])
+    result.stdout.fnmatch_lines(
+        [
+            "the isolated run of test_crashes.py::test_hangs_in_the_worker[[]isolated[]] was stopped: "
+            "Failed: Timeout (>3.0s) from pytest-timeout.",
+            "*",
+            "the isolated worker's stack (faulthandler):",
+            "*",
+            "*test_crashes.py*line * in test_hangs_in_the_worker",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["*test_segfaults[[]isolated[]] ended (killed by signal 11 (SIGSEGV)) without*"]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*the isolated worker (isolated) is not started again: it died in 3 tests in a row, the last *test_dies*"
+        ]
+    )
+    assert state_of(int(pidfile.read_text())) is None, "the isolated run was left behind"
+
+
+# -- integrations that change nothing else; loops without subprocesses -------------------
+
+_OWN_THINGS_CONFTEST = (
+    PYTEST_ASYNCIO_HOOK
+    + """
+import asyncio
+
+import pytest
+
+from childwatch.pytest_plugin import anyio_backend_fixture
+
+anyio_backend = anyio_backend_fixture(trio=False, options={"asyncio": {"debug": True}})
+
+
+class ProjectLoop(asyncio.SelectorEventLoop):
+    pass
+
+
+class ProjectPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return ProjectLoop()
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy():
+    return ProjectPolicy()
+"""
+)
+
+_OWN_THINGS_SUITE = """
+import asyncio
+import pytest
+
+LOOP_CLASS = {"asyncio": "ProjectLoop", "nosub": "NoSubprocessLoop"}
+
+
+def running_class():
+    return type(asyncio.get_running_loop()).__name__
+
+
+@pytest.mark.asyncio
+async def test_policy(loop_impl):
+    assert running_class() == LOOP_CLASS[loop_impl]
+
+
+@pytest.mark.anyio
+async def test_anyio_first(loop_impl):
+    assert asyncio.get_running_loop().get_debug()
+
+
+@pytest.mark.anyio
+async def test_anyio_second(loop_impl):
+    assert asyncio.get_running_loop().get_debug()
+
+
+async def start_a_child():
+    proc = await asyncio.create_subprocess_exec("sh", "-c", "exit 4")
+    return await proc.wait()
+
+
+def test_subprocess(run_on_loop):
+    assert run_on_loop(start_a_child, timeout=60) == 4
+
+
+def test_another_failure(run_on_loop, loop_impl):
+    assert loop_impl == "asyncio"
+"""
+
+_NO_SUBPROCESS_LOOP = """
+import asyncio
+
+
+class NoSubprocessLoop(asyncio.SelectorEventLoop):
+    # asyncio's base class: NotImplementedError, as capabilities() reads off the class
+    _make_subprocess_transport = asyncio.BaseEventLoop._make_subprocess_transport
+"""
+
+
+@needs_pytest_asyncio
+@needs_anyio
+def test_a_project_keeps_its_loop_its_anyio_options_and_skips_what_a_loop_lacks(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-asyncio's ``asyncio`` loop comes from the project's ``event_loop_policy``; the
+    plugin's ``anyio_backend`` is per test (tests run in file order, not grouped by loop) and
+    passes the project's backend options; a test that starts a subprocess on a loop whose
+    ``capabilities()`` say it has none is skipped with that reason (another failure stays one),
+    and ``childwatch_skip_unsupported = false`` keeps the failure."""
+    write_ini(pytester, warnings='\n    ignore:Overriding the "event_loop_policy" fixture')
+    pytester.makeconftest(_OWN_THINGS_CONFTEST)
+    pytester.makepyfile(test_own=_OWN_THINGS_SUITE, nosub=_NO_SUBPROCESS_LOOP)
+    pytester.syspathinsert()
+    loops = "--loop-impls=asyncio,nosub=nosub:NoSubprocessLoop"
+    result = run(pytester, loops)
+    expected = {}
+    for test in ("policy", "anyio_first", "anyio_second", "subprocess", "another_failure"):
+        for loop in ("asyncio", "nosub"):
+            expected[f"test_own.py::test_{test}[{loop}]"] = "PASSED"
+    expected["test_own.py::test_subprocess[nosub]"] = "SKIPPED"
+    expected["test_own.py::test_another_failure[nosub]"] = "FAILED"
+    found = outcomes(result)
+    assert found == expected and list(found) == list(expected), result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED *nosub lacks subprocesses: nosub.NoSubprocessLoop does not implement *(childwatch_skip_unsupported)"
+        ]
+    )
+    result = run(pytester, loops, "-o", "childwatch_skip_unsupported=false", "-k", "test_subprocess")
+    assert outcomes(result) == {
+        "test_own.py::test_subprocess[asyncio]": "PASSED",
+        "test_own.py::test_subprocess[nosub]": "FAILED",
+    }, result.stdout.str()
+
+
 # -- an environment where childwatch cannot work -------------------------------------------
 
 _BROKEN_SITE = {

@@ -28,13 +28,20 @@ What it provides:
 * :func:`loop_impl_of` (the loop a collected test runs on, for a conftest's hooks);
 * :func:`loop_factories` for pytest-asyncio's ``pytest_asyncio_loop_factories``
   hook, and :func:`anyio_backend_fixture` / :func:`anyio_backends` for anyio's
-  ``anyio_backend`` fixture (plain asyncio alone where the plugin is switched off).
+  ``anyio_backend`` fixture (plain asyncio alone where the plugin is switched off),
+  changing nothing else: a project's own asyncio loop policy, anyio's per-test scope
+  and backend options are kept;
+* a test that fails starting a subprocess on a loop whose capabilities say it has none
+  is skipped with that reason (ini ``childwatch_skip_unsupported``).
 
-Loops that patch asyncio or the process (trio-asyncio, rsloop, qasync, asyncio-gevent)
-run their tests in an isolated worker: one pytest process per session (per xdist
-worker) for each such loop, started on first use and fed test after test; a test
-marked ``childwatch_isolated`` gets a worker of its own.  Their reports are replayed
-in the main process as if they had run there.
+Loops that patch asyncio or the process (trio-asyncio, rsloop, qasync, asyncio-gevent),
+and those named by ``--childwatch-isolate`` (a loop that may crash), run their tests in
+an isolated worker: one pytest process per session (per xdist worker) for each such
+loop, started on first use and fed test after test; a test marked
+``childwatch_isolated`` gets a worker of its own.  Their reports are replayed in the
+main process as if they had run there; a worker that dies fails its test and is
+replaced.  On a loop that swallows pytest-timeout's signal (uvloop), the plugin
+enforces pytest-timeout's limit itself, from a watchdog thread.
 
 The modules, one job each:
 
@@ -51,6 +58,7 @@ The modules, one job each:
 * :mod:`.loop_marks`: ``childwatch_skip`` and ``childwatch_xfail`` → skip or xfail;
 * :mod:`.isolation`: which tests run in a worker, and the session's workers;
 * :mod:`.worker`: one worker process and the protocol it speaks, both sides;
+* :mod:`.watchdog`: pytest-timeout's limit on the loops that swallow its signal;
 * :mod:`.hooks`: the pytest hooks, calling the above.
 """
 

@@ -13,7 +13,7 @@ The contract:
   importing on first call), whether it is in the default selection, and whether its
   tests must run in an isolated worker (``isolated``: it patches asyncio or the process
   when it is imported or used), with the code a fresh process must run before anything
-  else for it (``preamble``).
+  else for it (``preamble``), or because the session asks for it (``in_worker``).
 * :func:`unavailable_reason` answers "can this loop run a coroutine here" once per
   process and loop, with the reason when it cannot (not installed, cannot be imported,
   cannot make a loop, cannot run a coroutine on this Python). An isolated loop is asked
@@ -65,6 +65,9 @@ class LoopImpl:
     """Patches asyncio or the process: its tests run in an isolated worker."""
     preamble: str = ""
     """Python code an isolated process runs first, before pytest is imported."""
+    in_worker: bool = False
+    """Its tests run in an isolated worker by the session's choice (``--childwatch-isolate``:
+    a loop that may crash), though it patches nothing."""
     custom: bool = False
     """Given as ``NAME=module:factory`` (the words of its reasons differ)."""
 

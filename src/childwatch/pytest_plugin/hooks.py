@@ -19,17 +19,22 @@ other test as it is.
 * ``pytest_runtest_protocol`` runs a test in its isolated worker where it needs one
   (:mod:`.isolation`); ``pytest_sessionfinish`` stops the workers.
 * ``pytest_runtest_setup`` applies ``childwatch_requires`` to a test about to run in
-  this process (a worker's tests: in the worker).
+  this process (a worker's tests: in the worker); it, ``pytest_runtest_call`` and
+  ``pytest_runtest_teardown`` turn a test the watchdog stopped into pytest-timeout's failure;
+  ``pytest_runtest_call`` also turns a failure to start a subprocess on a
+  loop without any into a skip (:mod:`.requirements`).
+* ``pytest_timeout_set_timer`` (pytest-timeout's) lets :mod:`.watchdog` time the tests on
+  loops that swallow pytest-timeout's signal.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Generator, List, Optional
+from typing import Any, Generator, List, Optional
 
 import pytest
 
-from . import catalog, integrations, loop_marks, requirements, state, worker
+from . import catalog, integrations, loop_marks, requirements, state, watchdog, worker
 from .fixtures import ours
 from .selection import TRIO, item_impl
 
@@ -50,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if channel is not None:
         loops = session.selection.loops
         catalog.adopt({loops[name]: reason for name, reason in inherited.items() if name in loops})
-        config.pluginmanager.register(worker.WorkerSession(config, *channel), "childwatch-worker")
+        config.pluginmanager.register(worker.WorkerSession(config, channel), "childwatch-worker")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -63,9 +68,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     anyio_fixture = ours(metafunc, "anyio_backend")
     pytest_asyncio_loops = integrations.pytest_asyncio_loops(definition)
     if anyio_fixture is not None:
-        trio = bool(getattr(anyio_fixture, "_childwatch_trio", True))
-        params = integrations.anyio_backends(config, definition, trio=trio)
-        metafunc.parametrize("anyio_backend", params, indirect=True, scope="module")
+        how = getattr(anyio_fixture, "_childwatch_anyio", {})
+        params = integrations.anyio_backends(
+            config, definition, trio=how.get("trio", True), options=how.get("options", {})
+        )
+        metafunc.parametrize("anyio_backend", params, indirect=True, scope=how.get("scope", "function"))
     elif pytest_asyncio_loops is not None:
         _name_the_one_loop(metafunc, pytest_asyncio_loops)
     elif ours(metafunc, "loop_impl") is not None:
@@ -128,7 +135,47 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         importlib.util.find_spec("trio") is not None if impl == TRIO else loop is not None
     ):
         requirements.apply(item, impl, loop)
-    return (yield)
+    try:
+        return (yield)
+    except BaseException as exc:
+        watchdog.raise_if_stopped(item, exc)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail a test the plugin's watchdog stopped with pytest-timeout's failure
+    (:func:`.watchdog.raise_if_stopped`, also in setup and teardown); skip a test that failed
+    starting a subprocess where its loop has none (:func:`.requirements.unsupported`)."""
+    try:
+        return (yield)
+    except BaseException as exc:
+        watchdog.raise_if_stopped(item, exc)
+        impl = item_impl(item)
+        if impl is None or not isinstance(exc, Exception):
+            raise
+        reason = requirements.unsupported(item, impl, state.of(item.config).selection.loops.get(impl), exc)
+        if reason is None:
+            raise
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail a teardown the plugin's watchdog stopped with pytest-timeout's failure."""
+    try:
+        return (yield)
+    except BaseException as exc:
+        watchdog.raise_if_stopped(item, exc)
+        raise
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Optional[bool]:
+    """pytest-timeout's hook: the plugin's watchdog times a test on a loop that swallows
+    pytest-timeout's signal (:func:`.watchdog.take_over`); pytest-timeout times the others."""
+    plugin = state.of(item.config)
+    return watchdog.take_over(item, settings, plugin.selection.loops, plugin.in_worker) or None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

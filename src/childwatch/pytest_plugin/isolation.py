@@ -4,7 +4,8 @@ The contract:
 
 * :func:`worker_for` says where a test runs: here (None), in a worker of its own
   (``""``: marked ``childwatch_isolated``), or in the shared worker of the loop it runs
-  on (that loop's name: a loop that patches asyncio or the process, and can run here).
+  on (that loop's name: a loop that patches asyncio or the process, or that the session
+  isolates with ``--childwatch-isolate``, and can run here).
   A test skipped by a mark runs here (it runs nothing).
 * :class:`Isolation`, one per session (per pytest-xdist worker under ``-n``), starts a
   shared worker per such loop on first use, with that loop's preamble, restricted to
@@ -36,7 +37,7 @@ def worker_for(item: pytest.Item, loops: Mapping[str, LoopImpl]) -> Optional[str
     if item.get_closest_marker("childwatch_isolated") is not None:
         return ""
     loop = loops.get(item_impl(item) or "")
-    if loop is None or not loop.isolated or catalog.unavailable_reason(loop) is not None:
+    if loop is None or not (loop.isolated or loop.in_worker) or catalog.unavailable_reason(loop) is not None:
         return None
     return loop.name
 

@@ -9,12 +9,18 @@ where the loop the test runs on (a stdlib asyncio loop for a test without one; a
 trio backend: :func:`childwatch.capabilities.trio_capabilities`) lacks any of them as
 :func:`childwatch.capabilities` of a fresh loop of it says, the record's reason as the
 reason.  A loop's capabilities are asked once per process.
+
+Without a marker, :func:`unsupported` turns the failure of a test into a skip where the test
+failed starting a subprocess (the exception passed through a subprocess method of the loop)
+on a loop whose capabilities say it has no subprocesses, with that reason; the ini option
+``childwatch_skip_unsupported = false`` keeps the failure.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, List, Optional
+import traceback
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -93,3 +99,45 @@ def apply(item: pytest.Item, impl: str, loop: Optional[LoopImpl]) -> None:
             item.add_marker(pytest.mark.xfail(**kwargs))
         else:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+_SUBPROCESS_METHODS = frozenset(
+    {"subprocess_exec", "subprocess_shell", "create_subprocess_exec", "create_subprocess_shell"}
+)
+
+
+def _exceptions(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, the members of exception groups in it, and their causes and contexts."""
+    seen: List[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if any(current is known for known in seen):
+            continue
+        seen.append(current)
+        yield current
+        pending.extend(getattr(current, "exceptions", ()))
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def _starting_a_subprocess(exc: BaseException) -> bool:
+    """True if ``exc`` (or an exception in it) was raised in a subprocess method of a loop."""
+    return any(
+        frame.f_code.co_name in _SUBPROCESS_METHODS
+        for each in _exceptions(exc)
+        for frame, _ in traceback.walk_tb(each.__traceback__)
+    )
+
+
+def unsupported(item: pytest.Item, impl: str, loop: Optional[LoopImpl], exc: BaseException) -> Optional[str]:
+    """The reason to skip ``item``, which failed with ``exc`` on ``impl`` (entry ``loop``; None:
+    anyio's trio backend, left alone), if it failed starting a subprocess on a loop that has
+    none, and the ini option does not say otherwise; else None."""
+    from _childwatch_pytest import SKIP_UNSUPPORTED_INI  # the entry point (imports this package)
+
+    if loop is None or not item.config.getini(SKIP_UNSUPPORTED_INI) or not _starting_a_subprocess(exc):
+        return None
+    support = _capabilities(loop).subprocesses
+    if support.supported:
+        return None
+    return f"{impl} lacks subprocesses: {support.reason} ({SKIP_UNSUPPORTED_INI})"

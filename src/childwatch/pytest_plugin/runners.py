@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
+import weakref
 from typing import Any, Awaitable, Callable, List, Optional, Sequence, TypeVar, Union
 
 import pytest
@@ -39,14 +41,24 @@ class LoopFactory:
     trio-asyncio loop it makes is trio-asyncio's synchronous loop (the one
     ``loop.run_until_complete`` works on); tests given one are run in the
     isolated worker.  ``spec`` is the entry of a loop given as ``NAME=module:factory``
-    (the plugin passes it); a built-in name needs none.
+    (the plugin passes it); a built-in name needs none.  With ``by_policy`` (the
+    ``asyncio`` factory handed to pytest-asyncio), the loop is made by the event loop
+    policy in place where that is not asyncio's default (a project's ``event_loop_policy``
+    fixture, which pytest-asyncio puts in place around its loop factory), so that a
+    project's own asyncio test loop is kept.
+
+    Every loop made is remembered while it lives (:func:`running_loops`).
     """
 
     impl: str
     spec: Optional[LoopImpl] = None
+    by_policy: bool = False
 
     def __call__(self) -> asyncio.AbstractEventLoop:
-        loop: asyncio.AbstractEventLoop = usable(self.impl, self.spec).new_loop()
+        entry = usable(self.impl, self.spec)
+        policy = _own_policy() if self.by_policy else None
+        loop: asyncio.AbstractEventLoop = entry.new_loop() if policy is None else policy.new_event_loop()
+        _made.add(loop)
         return loop
 
     def __repr__(self) -> str:
@@ -88,6 +100,26 @@ class LoopRunner:
                 loop.run_until_complete(loop.shutdown_default_executor())
             finally:
                 loop.close()
+
+
+_made: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def running_loops() -> List[asyncio.AbstractEventLoop]:
+    """The loops made by a :class:`LoopFactory` in this process that are running now."""
+    return [loop for loop in list(_made) if loop.is_running()]
+
+
+def _own_policy() -> Optional[asyncio.AbstractEventLoopPolicy]:
+    """The event loop policy in place if it is not asyncio's default (nor trio-asyncio's,
+    whose loops the plugin makes itself), else None."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the policy system, 3.14+
+        policy: Optional[asyncio.AbstractEventLoopPolicy] = asyncio.get_event_loop_policy()
+        default = getattr(asyncio, "DefaultEventLoopPolicy", None)
+    if type(policy) is default or type(policy).__module__.startswith("trio_asyncio"):
+        return None
+    return policy
 
 
 async def _awaited(fn: Callable[..., Awaitable[T]], args: Sequence[Any]) -> T:

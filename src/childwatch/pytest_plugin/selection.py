@@ -12,6 +12,9 @@ The contract:
 * :meth:`Selection.for_item` applies a test's ``childwatch_loops(*names)`` marker:
   the loops the test is parametrised on, each with the reason it is skipped as not
   selected; once collected, :func:`item_impl` reads off a test the one loop it runs on.
+* ``--childwatch-isolate`` (else the ``childwatch_isolate`` ini option) names loops of the
+  session (or ``all``) whose tests run in an isolated worker (:attr:`.catalog.LoopImpl.in_worker`),
+  so that a crash of the loop fails one test, not the session.
 """
 
 from __future__ import annotations
@@ -105,7 +108,28 @@ def parse(config: pytest.Config) -> Selection:
                 "'all', or NAME=module:factory for another loop"
             )
         selected.extend(name for name in names if name not in selected)
-    return Selection(selected, loops)
+    return Selection(selected, _isolate(config, loops))
+
+
+def _isolate(config: pytest.Config, loops: Dict[str, LoopImpl]) -> Dict[str, LoopImpl]:
+    """``loops``, those named by ``--childwatch-isolate`` / its ini option marked ``in_worker``."""
+    raw: Optional[str] = config.getoption("childwatch_isolate", default=None)
+    if not raw:
+        from _childwatch_pytest import ISOLATE_INI
+
+        raw = str(config.getini(ISOLATE_INI) or "")
+    names = [token for token in re.split(r"[,\s]+", raw) if token]
+    if "all" in names:
+        names = list(loops)
+    unknown = [name for name in names if name not in loops]
+    if unknown:
+        raise pytest.UsageError(
+            f"--childwatch-isolate: unknown loop implementations {unknown}; known: {', '.join(loops)}"
+        )
+    return {
+        name: dataclasses.replace(loop, in_worker=True) if name in names else loop
+        for name, loop in loops.items()
+    }
 
 
 def _impl_of(key: str, value: Any) -> Optional[str]:

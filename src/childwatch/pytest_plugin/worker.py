@@ -10,13 +10,19 @@ items, with the same node ids), plus ``--rootdir``, ``-c``, ``--basetemp``, a
 cache directory and a JUnit XML path of its own, and ``-n 0`` under
 pytest-xdist.  It is started on first use, fed item after item, and stopped at
 the end of the session; if it dies, the item it was running fails with its exit
-status and output, and the next item starts a new one.
+status (or the signal that killed it) and output, and the next item starts a new one;
+after :data:`MAX_DEATHS` deaths in a row without a test finished, or a worker that could
+not start, it is not started again: the later items fail at once, pointing at the first
+failure, which has the whole story.
 
-The protocol: two pipes passed to the worker (``pass_fds``), named by the
-environment variable ``CHILDWATCH_PYTEST_WORKER="<command fd>,<report fd>"``,
-so that the worker's stdin, stdout and stderr stay free (they are the
-terminal's under ``-s`` and ``--pdb``, else one log file).  Each message is one
-line of JSON.
+The protocol: a Unix socket the parent listens on, named by the environment variable
+``CHILDWATCH_PYTEST_WORKER`` (its path), to which the worker connects once it has
+collected, so that nothing a conftest does to inherited file descriptors when it is
+imported reaches it, and the worker's stdin, stdout and stderr stay free (they are the
+terminal's under ``-s`` and ``--pdb``, else one log file).  Each message is one line of
+JSON.  The worker connects a second time for its stack: :mod:`faulthandler` writes the
+stack of every thread there on ``SIGUSR1``, which the parent sends before it kills a
+worker whose test it stops (pytest-timeout's limit).
 
 * worker → parent, once collected: ``{"ready": <number of items>}``;
 * parent → worker: ``{"run": nodeid, "next": nodeid or null}``: run that item
@@ -28,7 +34,7 @@ line of JSON.
   when the item given next was not the one announced), then
   ``{"done": nodeid}``, or ``{"missing": nodeid, "errors": text}`` when the
   worker did not collect that node id;
-* the parent closes its command pipe: the worker tears everything down
+* the parent shuts down its side of the channel: the worker tears everything down
   (reporting errors as above), ends its session and exits.
 
 The environment variable ``CHILDWATCH_PYTEST_PROBED`` hands the worker the
@@ -37,15 +43,18 @@ parent's answers to "can this loop run here" (JSON: name → reason or null).
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import select
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, List, Optional, Sequence
 
 import pytest
 
@@ -53,31 +62,29 @@ ENV_CHANNEL = "CHILDWATCH_PYTEST_WORKER"
 ENV_PROBED = "CHILDWATCH_PYTEST_PROBED"
 STOP_TIMEOUT = 60.0
 """Seconds a stopped worker gets to tear down and exit before it is killed."""
+MAX_DEATHS = 3
+"""Deaths in a row, without a test finished in between, after which a worker is not started again."""
+STACK_WAIT = 2.0
+"""Seconds the parent waits for the stack of a worker it stops, before it kills it."""
 
 
 class _Channel:
-    """JSON lines over one pipe in each direction (file descriptors, unbuffered)."""
+    """JSON lines over a connected Unix socket."""
 
-    def __init__(self, read_fd: int, write_fd: Optional[int]) -> None:
-        self.read_fd = read_fd
-        self.write_fd = write_fd
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self._buffer = b""
 
     def send(self, message: Dict[str, Any]) -> None:
-        assert self.write_fd is not None
-        data = (json.dumps(message, default=repr) + "\n").encode()
-        while data:
-            data = data[os.write(self.write_fd, data) :]
+        self.sock.sendall((json.dumps(message, default=repr) + "\n").encode())
 
     def receive(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
         """The next message; None at end of file.  Raises TimeoutError after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._buffer:
-            if deadline is not None:
-                ready, _, _ = select.select([self.read_fd], [], [], max(0.0, deadline - time.monotonic()))
-                if not ready:
-                    raise TimeoutError
-            chunk = os.read(self.read_fd, 1 << 16)
+            if deadline is not None and not _readable(self.sock, deadline - time.monotonic()):
+                raise TimeoutError
+            chunk = self.sock.recv(1 << 16)
             if not chunk:
                 return None
             self._buffer += chunk
@@ -86,13 +93,29 @@ class _Channel:
         return message
 
     def close_writer(self) -> None:
-        if self.write_fd is not None:
-            os.close(self.write_fd)
-            self.write_fd = None
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the worker is gone
 
     def close(self) -> None:
-        self.close_writer()
-        os.close(self.read_fd)
+        self.sock.close()
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
+    return bool(ready)
+
+
+def exit_status_text(status: int) -> str:
+    """``exit status 3``, or ``killed by signal 11 (SIGSEGV)`` for a negative ``Popen.returncode``."""
+    if status >= 0:
+        return f"exit status {status}"
+    try:
+        name = f" ({signal.Signals(-status).name})"
+    except ValueError:
+        name = ""
+    return f"killed by signal {-status}{name}"
 
 
 # -- both sides ---------------------------------------------------------------------
@@ -112,16 +135,16 @@ def teardown_towards(item: pytest.Item, nextitem: Optional[pytest.Item]) -> None
 # -- the worker's side -----------------------------------------------------------------
 
 
-def channel_from_environment() -> Optional[Tuple[int, int]]:
-    """The worker's (command fd, report fd), popped from the environment (so that
-    pytest runs started by its tests are not taken for workers); None in the parent."""
-    value = os.environ.pop(ENV_CHANNEL, None)
-    if value is None:
-        return None
-    command_fd, report_fd = (int(part) for part in value.split(","))
-    for fd in (command_fd, report_fd):
-        os.set_inheritable(fd, False)  # not into the subprocesses the tests start
-    return command_fd, report_fd
+def channel_from_environment() -> Optional[str]:
+    """The path of the worker's channel, popped from the environment (so that pytest runs
+    started by its tests are not taken for workers); None in the parent."""
+    return os.environ.pop(ENV_CHANNEL, None)
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # not inherited by the tests' children
+    sock.connect(path)
+    return sock
 
 
 def probed_from_environment() -> Dict[str, Optional[str]]:
@@ -144,9 +167,10 @@ class WorkerSession:
     start, so that only the tests' own output reaches the terminal.
     """
 
-    def __init__(self, config: pytest.Config, command_fd: int, report_fd: int) -> None:
+    def __init__(self, config: pytest.Config, path: str) -> None:
         self._config = config
-        self._channel = _Channel(command_fd, report_fd)
+        self._path = path
+        self._channel: Optional[_Channel] = None
         self._errors: List[str] = []
         self._stdout: Optional[IO[str]] = None
         if interactive(config):
@@ -162,22 +186,26 @@ class WorkerSession:
             self._errors.append(f"{report.nodeid or '<session>'}: {report.longreprtext}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        assert self._channel is not None
         data = self._config.hook.pytest_report_to_serializable(config=self._config, report=report)
         self._channel.send({"report": data})
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         items = {item.nodeid: item for item in session.items}
-        self._channel.send({"ready": len(items)})
+        channel = self._channel = _Channel(_connect(self._path))  # every conftest is imported by now
+        stack = _connect(self._path)
+        faulthandler.register(signal.SIGUSR1, file=stack.fileno(), all_threads=True)
+        channel.send({"ready": len(items)})
         previous: Optional[pytest.Item] = None
         announced: Optional[str] = None
         while True:
-            message = self._channel.receive()
+            message = channel.receive()
             if message is None:
                 break
             item = items.get(message["run"])
             if item is None:
-                self._channel.send({"missing": message["run"], "errors": "\n".join(self._errors)})
+                channel.send({"missing": message["run"], "errors": "\n".join(self._errors)})
                 continue
             if previous is not None and announced != item.nodeid:
                 teardown_towards(previous, item)  # the parent's guess was wrong: undo it first
@@ -185,10 +213,12 @@ class WorkerSession:
             nextitem = items.get(announced) if announced is not None else None
             item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             previous = item if nextitem is not None else None
-            self._channel.send({"done": item.nodeid})
+            channel.send({"done": item.nodeid})
         if previous is not None:
             teardown_towards(previous, None)
-        self._channel.close()
+        faulthandler.unregister(signal.SIGUSR1)
+        channel.close()
+        stack.close()
         return True
 
 
@@ -209,8 +239,14 @@ class Worker:
         self.starts = 0
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._channel: Optional[_Channel] = None
+        self._stack: Optional[socket.socket] = None
+        self._listener: Optional[socket.socket] = None
+        self._dir: Optional[str] = None
         self._log: Optional[IO[bytes]] = None
         self._broken: Optional[str] = None
+        """Set when it is not started again: the failure of the later items."""
+        self._deaths = 0
+        """Deaths in a row, without a test finished in between."""
         self._interactive = interactive(config)
 
     def _command(self) -> List[str]:
@@ -239,27 +275,89 @@ class Worker:
         self.starts += 1
         if self._log is not None:
             self._log.close()
-        command_r, command_w = os.pipe()
-        report_r, report_w = os.pipe()
+        # A short path (a Unix socket's is at most ~100 bytes), for this worker alone.
+        self._dir = tempfile.mkdtemp(prefix="childwatch-")
+        path = os.path.join(self._dir, "channel")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(2)
         env = dict(os.environ)
-        env[ENV_CHANNEL] = f"{command_r},{report_w}"
+        env[ENV_CHANNEL] = path
         env[ENV_PROBED] = json.dumps(probed)
         self._log = None if self._interactive else tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
+        self._proc = subprocess.Popen(
+            self._command(),
+            cwd=str(self.config.invocation_params.dir),
+            env=env,
+            stdin=None if self._interactive else subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=None if self._interactive else subprocess.STDOUT,
+            start_new_session=not self._interactive,
+        )
+
+    def _accept(self) -> Optional[socket.socket]:
+        """The worker's next connection; None if it ended first."""
+        assert self._listener is not None and self._proc is not None
+        while not _readable(self._listener, 0.1):
+            if self._proc.poll() is not None:
+                return None
+        sock, _ = self._listener.accept()
+        return sock
+
+    def _connected(self) -> Optional[_Channel]:
+        """Wait for the worker's channel and stack connections: the channel; None if it ended first."""
+        channel = self._accept()
+        stack = self._accept() if channel is not None else None
+        if channel is None or stack is None:
+            if channel is not None:
+                channel.close()
+            return None
+        self._channel, self._stack = _Channel(channel), stack
+        return self._channel
+
+    def _stack_of_worker(self) -> str:
+        """The stack of every thread of the (running) worker, as :mod:`faulthandler` writes it on
+        ``SIGUSR1``; empty if it cannot tell."""
+        proc, sock = self._proc, self._stack
+        if proc is None or sock is None or proc.poll() is not None:
+            return ""
         try:
-            self._proc = subprocess.Popen(
-                self._command(),
-                cwd=str(self.config.invocation_params.dir),
-                env=env,
-                pass_fds=(command_r, report_w),
-                stdin=None if self._interactive else subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=None if self._interactive else subprocess.STDOUT,
-                start_new_session=not self._interactive,
+            os.kill(proc.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return ""
+        chunks: List[bytes] = []
+        deadline = time.monotonic() + STACK_WAIT
+        quiet = STACK_WAIT
+        try:
+            while time.monotonic() < deadline and _readable(sock, min(quiet, deadline - time.monotonic())):
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                quiet = 0.3  # faulthandler writes it at once: done when it stops
+        except OSError:
+            pass
+        text = b"".join(chunks).decode(errors="replace").rstrip()
+        return f"the isolated worker's stack (faulthandler):\n{text}" if text else ""
+
+    def _why_it_ended(self) -> str:
+        """At end of file on the channel: how the worker ended (``exit status 3``, ``killed by
+        signal 11 (SIGSEGV)``, or that it closed its channel and was killed), with its stack
+        where it was still running; the worker is reaped."""
+        assert self._proc is not None
+        try:
+            status = self._proc.wait(timeout=STACK_WAIT)
+        except subprocess.TimeoutExpired:
+            stack = self._stack_of_worker()
+            self._end(kill=True)
+            return _with_output(
+                "its channel to the main process was closed while it kept running: something in it "
+                "closed a file descriptor it did not open (a conftest or fixture closing inherited "
+                "file descriptors?); childwatch killed it",
+                stack,
             )
-        finally:
-            os.close(command_r)
-            os.close(report_w)
-        self._channel = _Channel(report_r, command_w)
+        self._end(kill=True)  # its process group: what its tests left
+        return exit_status_text(status)
 
     def _log_size(self) -> int:
         return os.fstat(self._log.fileno()).st_size if self._log is not None else 0
@@ -273,10 +371,15 @@ class Worker:
 
     def _end(self, kill: bool) -> int:
         """Reap the worker (killing it and its process group first if ``kill``); its exit status."""
-        proc, channel = self._proc, self._channel
-        self._proc = self._channel = None
-        if channel is not None:
-            channel.close()
+        proc = self._proc
+        self._proc = None
+        for sock in (self._channel.sock if self._channel is not None else None, self._stack, self._listener):
+            if sock is not None:
+                sock.close()
+        self._channel = self._stack = self._listener = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
         if proc is None:
             return 0
         if kill:
@@ -336,20 +439,23 @@ class Worker:
         try:
             if self._channel is None:
                 self._start(probed)
-                assert self._channel is not None
-                ready = self._channel.receive()
+                channel = self._connected()
+                ready = channel.receive() if channel is not None else None
                 if ready is None or "ready" not in ready:
-                    status = self._end(kill=True)
-                    self._broken = _with_output(
-                        f"the isolated worker ({self.name}) ended (exit status {status}) before it was ready",
+                    how = self._why_it_ended()
+                    self._broken = (
+                        f"the isolated worker ({self.name}) is not started again: it ended ({how.splitlines()[0]}) "
+                        f"before it was ready, for {item.nodeid}, whose failure shows its output"
+                    )
+                    return _with_output(
+                        f"the isolated worker ({self.name}) ended ({how}) before it was ready",
                         self._output_since(0),
                     )
-                    return self._broken
             assert self._channel is not None
             offset = self._log_size()
             try:
                 self._channel.send({"run": item.nodeid, "next": next_nodeid})
-            except BrokenPipeError:
+            except OSError:
                 pass  # it died after its last item: reported below, at end of file
             while True:
                 message = self._channel.receive()
@@ -362,19 +468,28 @@ class Worker:
                         f"the isolated worker ({self.name}) did not collect {item.nodeid}", message["errors"]
                     )
                 elif message.get("done") == item.nodeid:
+                    self._deaths = 0
                     return None
         except BaseException as exc:  # pytest-timeout's pytest.fail(), OSError, KeyboardInterrupt, …
-            self._end(kill=True)
             if not isinstance(exc, (pytest.fail.Exception, Exception)):
+                self._end(kill=True)
                 raise  # KeyboardInterrupt, SystemExit: the run stops
+            stack = self._stack_of_worker()
+            self._end(kill=True)
             return _with_output(
                 f"the isolated run of {item.nodeid} was stopped: {type(exc).__name__}: {exc}",
-                self._output_since(offset),
+                _with_output(self._output_since(offset), stack),
             )
-        status = self._end(kill=True)
+        how = self._why_it_ended()
+        self._deaths += 1
+        if self._deaths >= MAX_DEATHS:
+            self._broken = (
+                f"the isolated worker ({self.name}) is not started again: it died in {self._deaths} tests "
+                f"in a row, the last {item.nodeid} ({how.splitlines()[0]}), whose failure shows its output"
+            )
         missing = _missing_phase([report for report in reports if report.nodeid == item.nodeid])
         return _with_output(
-            f"the isolated run of {item.nodeid} ended (exit status {status}) without a {missing} report",
+            f"the isolated run of {item.nodeid} ended ({how}) without a {missing} report",
             self._output_since(offset),
         )
 
