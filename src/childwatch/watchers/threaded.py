@@ -304,10 +304,17 @@ class ThreadedChildWatcher(LoopPidfds):
 
     def _finish(self, entry: Entry, reap: bool) -> None:
         super()._finish(entry, reap)
-        self._reaped.set()
+        self._tell_fdless()
 
     def _after_loop_delivery(self) -> None:
-        self._reaped.set()  # a queued reap (see WatcherBase._queue_reap)
+        self._tell_fdless()  # a queued reap (see WatcherBase._queue_reap)
+
+    def _tell_fdless(self) -> None:
+        """A child was reaped: the exit the fd-less waiter sees may have changed.
+        (Only a running one is told: one started later takes a fresh look first,
+        after :meth:`_start_fdless` has set :attr:`_fdless_thread` under the lock.)"""
+        if self._fdless_thread is not None:
+            self._reaped.set()
 
     def _reporting(self, entry: Entry, deliver: Callable[..., object], *args: Any) -> None:
         """``deliver(*args)`` in a thread of ours: even SystemExit from a callback is reported, not fatal."""
