@@ -27,7 +27,7 @@ the child itself (Fast): a Popen that polled meanwhile found no child
 and given to the Popen.  Else the Popen is given the
 status before the callback runs, so that it never waits on the pid again (it
 would reap the zombie the watcher still holds).  The rule is applied under the
-Popen's own lock (:func:`popen_held`): a reap by the Popen in another thread
+Popen's own lock (:func:`popen_lock`): a reap by the Popen in another thread
 is then either finished or not begun.  And a registration of a pid
 whose registered (or delivering) child is provably another process -- its
 Popen holds a returncode, or the new registration carries a different Popen
@@ -47,12 +47,11 @@ was registered in).  Nothing raises because a watcher is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import threading
 import weakref
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback, call_in_loop, is_event_loop, running_loop
 from .._errors import logger
@@ -109,7 +108,7 @@ class Entry:
 
 
 POPEN_SETTLE_TIMEOUT = 1.0
-"""How long a delivery waits for a Popen's own lock (see :func:`popen_held`)."""
+"""How long a delivery waits for a Popen's own lock (see :func:`popen_lock`)."""
 
 
 def collected_by(popen: Optional[subprocess.Popen[Any]]) -> Optional[int]:
@@ -118,23 +117,20 @@ def collected_by(popen: Optional[subprocess.Popen[Any]]) -> Optional[int]:
     return returncode if isinstance(returncode, int) else None
 
 
-@contextlib.contextmanager
-def popen_held(popen: Optional[subprocess.Popen[Any]]) -> Iterator[None]:
-    """Hold ``popen``'s own lock (at most :data:`POPEN_SETTLE_TIMEOUT` waited for) while the Popen
-    rule is applied: ``poll()``/``wait()`` in another thread hold it from their ``waitpid()`` until
-    the status is stored, and look at the returncode again under it before reaping.  So a reap in
-    progress finishes before the returncode is read, and none starts between that read and the
-    storing of the watcher's status (it would reap the zombie the watcher holds, whose pid a
-    newcomer may then take).  Not held if that wait ran out (the lock's holder is the thread this
-    runs in, interrupted by a signal handler): the rule is applied without it."""
+def popen_lock(popen: Optional[subprocess.Popen[Any]]) -> Optional[Any]:
+    """``popen``'s own lock, acquired (at most :data:`POPEN_SETTLE_TIMEOUT` waited for), for the
+    caller to release once the Popen rule is applied; None if there is none to hold.
+    ``poll()``/``wait()`` in another thread hold it from their ``waitpid()`` until the status is
+    stored, and look at the returncode again under it before reaping.  So a reap in progress
+    finishes before the returncode is read, and none starts between that read and the storing of
+    the watcher's status (it would reap the zombie the watcher holds, whose pid a newcomer may
+    then take).  Not held if that wait ran out (the lock's holder is the thread this runs in,
+    interrupted by a signal handler): the rule is applied without it.  (Not a context manager: it
+    is taken once per child.)"""
     lock = getattr(popen, "_waitpid_lock", None)  # (CPython's and PyPy's subprocess)
     if lock is None or not lock.acquire(timeout=POPEN_SETTLE_TIMEOUT):
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
+        return None
+    return lock
 
 
 def exit_of(entry: Entry, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
@@ -445,12 +441,17 @@ class WatcherBase(AbstractChildWatcher):
         args = entry.args
         if args:  # only an argument can carry a Popen (the common bare callback skips the rule)
             popen = popen_of(entry.pid, args)
-            with popen_held(popen):
-                collected = collected_by(popen)
-                if collected is not None and (reap or returncode is None):
-                    returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
-                elif popen is not None and returncode is not None:  # (see the Popen rule)
-                    popen.returncode = returncode  # so that it never waits on the pid we still hold
+            if popen is not None:
+                held = popen_lock(popen)
+                try:
+                    collected = collected_by(popen)
+                    if collected is not None and (reap or returncode is None):
+                        returncode, reap = collected, False  # its Popen reaped it: the pid is not ours now
+                    elif returncode is not None:  # (see the Popen rule)
+                        popen.returncode = returncode  # so that it never waits on the pid we still hold
+                finally:
+                    if held is not None:
+                        held.release()
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
         try:

@@ -93,7 +93,7 @@ class LoopPidfds(WatcherBase):
 
     def _in_loop_fds(self) -> int:
         """The pidfds this route holds (lock held)."""
-        return sum(len(readers) for readers in self._readers.values())
+        return sum(map(len, self._readers.values()))
 
     def _watch_in_loop(self, entry: Entry, loop: asyncio.AbstractEventLoop) -> None:
         """Watch the new ``entry`` through a pidfd read by ``loop`` and admit it
