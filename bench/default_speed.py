@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The default watcher end to end against the stdlib's fastest option, as a user meets it.
 
-    python3 bench/default_speed.py [--repeats 5] [--n 400] [--latency 100] [--configs a,b]
+    python3 bench/default_speed.py [--repeats 5] [--n 400] [--latency 100] [--configs a,b] [--write]
 
 Each cell runs in a fresh process (this file, ``--cell CONFIG``) at a soft
 ``RLIMIT_NOFILE`` of 1024: ``create_subprocess_exec("true")`` + ``wait()``
@@ -16,6 +16,11 @@ returning (p50, p99).  Configurations:
 - ``childwatch-default``: ``childwatch.set_child_watcher(childwatch.default_watcher())``
   on the running loop, as the README's quick start does;
 - ``childwatch-pidfd``: the same with ``childwatch.PidfdChildWatcher()``;
+- ``childwatch-default-pid`` and ``childwatch-wait_pid``: a child started with
+  ``os.posix_spawnp`` (no transport), awaited through the default watcher's
+  ``add_child_handler`` or through ``await childwatch.wait_pid(pid)``: what
+  awaiting a pid costs each way (their ratios to the stdlib rows include the
+  cheaper start);
 - ``uvloop`` and ``trio`` (``trio.run_process``): other libraries' own paths, for reference;
 - ``raw``: blocking ``os.posix_spawn`` + ``os.waitpid``, no loop (the practical limit).
 
@@ -24,17 +29,21 @@ repeat against the fastest stdlib option of that repeat (``asyncio-default``
 or ``asyncio-pidfd``, whichever is faster there), and the median of the ratios
 is printed with their range.  Latency percentiles pool every repeat.  No
 timing is asserted: the verdicts are printed (a ratio within 3% below 1.0
-counts as equal, the noise here; a p99 within 10%).  Exit status 0 unless a
-cell failed or a child's status was wrong.
+counts as equal, the noise here; a p99 within 10%).  ``--write`` also puts
+the table, the verdicts and the run's conditions in ``bench/DEFAULT_SPEED.md``
+as this Python's section (the other Pythons' sections are kept).  Exit status
+0 unless a cell failed or a child's status was wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import random
+import re
 import resource
 import signal
 import statistics
@@ -42,16 +51,29 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 TRUE = "true"
 SLEEP = "sleep"
 CONCURRENCIES = (1, 32)
 STDLIB_HAS_WATCHERS = sys.version_info < (3, 14)
-ALL = ["asyncio-default", "asyncio-pidfd", "childwatch-default", "childwatch-pidfd", "uvloop", "trio", "raw"]
+PID_CONFIGS = ("childwatch-default-pid", "childwatch-wait_pid")
+ALL = [
+    "asyncio-default",
+    "asyncio-pidfd",
+    "childwatch-default",
+    "childwatch-pidfd",
+    *PID_CONFIGS,
+    "uvloop",
+    "trio",
+    "raw",
+]
 STDLIB = ("asyncio-default", "asyncio-pidfd")
 EQUAL = 0.97
 P99_SLACK = 1.10
+RESULTS = Path(__file__).with_name("DEFAULT_SPEED.md")
+PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _set_watcher(config: str) -> str:
@@ -76,8 +98,34 @@ def _set_watcher(config: str) -> str:
     return f"{type(watcher).__module__.split('.')[0]}.{type(watcher).__name__}"
 
 
+async def _start(config: str, argv: List[str], watcher: Any) -> Tuple[Callable[[], None], Awaitable[int]]:
+    """Start ``argv`` as ``config`` does; return how to kill it and what to await for its returncode."""
+    if config not in PID_CONFIGS:
+        proc = await asyncio.create_subprocess_exec(*argv)
+        return proc.kill, proc.wait()
+    import childwatch
+
+    pid = os.posix_spawnp(argv[0], argv, os.environ)
+    if config == "childwatch-wait_pid":
+        waiting: Awaitable[int] = asyncio.ensure_future(childwatch.wait_pid(pid))
+    else:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        watcher.add_child_handler(pid, lambda _pid, returncode: future.set_result(returncode))
+        waiting = future
+    return lambda: os.kill(pid, signal.SIGKILL), waiting
+
+
 async def _asyncio_cell(config: str, n: int, latency: int) -> Dict[str, Any]:
-    used = _set_watcher(config) if config != "uvloop" else "libuv"
+    watcher = None
+    if config == "childwatch-default-pid":
+        import childwatch
+
+        watcher, used = childwatch.default_watcher(), "childwatch default, add_child_handler"
+    elif config == "childwatch-wait_pid":
+        used = "childwatch.wait_pid"
+    else:
+        used = _set_watcher(config) if config != "uvloop" else "libuv"
     out: Dict[str, Any] = {"watcher": used, "bad": 0}
 
     async def churn(count: int, concurrency: int) -> None:
@@ -86,8 +134,8 @@ async def _asyncio_cell(config: str, n: int, latency: int) -> Dict[str, Any]:
         async def worker() -> None:
             while left[0] > 0:
                 left[0] -= 1
-                proc = await asyncio.create_subprocess_exec(TRUE)
-                if await asyncio.wait_for(proc.wait(), 30) != 0:
+                _, waiting = await _start(config, [TRUE], watcher)
+                if await asyncio.wait_for(waiting, 30) != 0:
                     out["bad"] += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -101,11 +149,11 @@ async def _asyncio_cell(config: str, n: int, latency: int) -> Dict[str, Any]:
         out[f"cpu{concurrency}"] = cpu / n * 1e6
     samples = []
     for _ in range(latency):
-        proc = await asyncio.create_subprocess_exec(SLEEP, "10")
+        kill, waiting = await _start(config, [SLEEP, "10"], watcher)
         await asyncio.sleep(0.002)
         t0 = time.perf_counter()
-        proc.kill()
-        code = await asyncio.wait_for(proc.wait(), 30)
+        kill()
+        code = await asyncio.wait_for(waiting, 30)
         samples.append(time.perf_counter() - t0)
         if code != -signal.SIGKILL:
             out["bad"] += 1
@@ -224,6 +272,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=400, help="children per concurrency per cell")
     parser.add_argument("--latency", type=int, default=100, help="kill->wait samples per cell")
     parser.add_argument("--configs", default=",".join(ALL))
+    parser.add_argument("--write", action="store_true", help=f"write this Python's section of {RESULTS.name}")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
@@ -232,9 +281,9 @@ def main() -> int:
     configs = [c for c in args.configs.split(",") if _available(c)]
     results: Dict[str, List[Dict[str, Any]]] = {c: [] for c in configs}
     failed = 0
-    print(
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True
-    )
+    loads = [os.getloadavg()[0]]
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {loads[0]:.2f}", flush=True)
+    started = time.monotonic()
     for repeat in range(args.repeats):
         order = configs[:]
         random.shuffle(order)
@@ -255,8 +304,43 @@ def main() -> int:
                 failed += 1
                 continue
             results[config].append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"repeat {repeat + 1}/{args.repeats} done, load {os.getloadavg()[0]:.2f}", flush=True)
-    return report(results, args.repeats) or (1 if failed else 0)
+        loads.append(os.getloadavg()[0])
+        print(f"repeat {repeat + 1}/{args.repeats} done, load {loads[-1]:.2f}", flush=True)
+    lines = report(results, args.repeats)
+    print("\n".join(lines))
+    if args.write:
+        conditions = (
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Python {sys.version.split()[0]} "
+            f"({sys.implementation.name}); {os.cpu_count()} CPUs, 1-min load {min(loads):.2f}–{max(loads):.2f}; "
+            f"{args.repeats} repeats of {args.n} children per concurrency and {args.latency} kills per cell, "
+            f"{time.monotonic() - started:.0f} s; command: `python3 bench/default_speed.py --write`"
+        )
+        write_section(conditions, lines)
+    bad = sum(r["bad"] for runs in results.values() for r in runs)
+    return 1 if failed or bad else 0
+
+
+def write_section(conditions: str, lines: List[str]) -> None:
+    """Replace this Python's section of :data:`RESULTS` (the others stay, newest Python first)."""
+    head = (
+        "# The default watcher end to end\n\n"
+        "Written by `bench/default_speed.py --write` (do not edit by hand), one section per Python.\n"
+        '`create_subprocess_exec("true")` + `wait()` at concurrency 1 and 32, and SIGKILL → `wait()`\n'
+        "latency, each cell a fresh process at a soft RLIMIT_NOFILE of 1024, cells shuffled per repeat;\n"
+        "ratios are taken within a repeat against the fastest stdlib option of that repeat (asyncio's\n"
+        "default watcher or asyncio's Pidfd on 3.9-3.13, the loop's own path on 3.14+) and their\n"
+        "median (range) printed. The verdicts apply issue 26's targets (≥ 0.97×, p99 ≤ 1.10×).\n"
+    )
+    sections: Dict[str, str] = {}
+    if RESULTS.exists():
+        for match in re.finditer(
+            r"^## Python (\S+)\n(.*?)(?=^## Python |\Z)", RESULTS.read_text(), re.M | re.S
+        ):
+            sections[match.group(1)] = match.group(2).rstrip() + "\n"
+    sections[PY] = "\n" + conditions + "\n" + "\n".join(lines) + "\n"
+    order = sorted(sections, key=lambda v: [int(x) if x.isdigit() else 0 for x in v.split(".")], reverse=True)
+    RESULTS.write_text(head + "".join(f"\n## Python {v}\n{sections[v]}" for v in order))
+    print(f"wrote {RESULTS}")
 
 
 def _best_stdlib(results: Dict[str, List[Dict[str, Any]]], repeat: int, key: str) -> Optional[float]:
@@ -264,14 +348,14 @@ def _best_stdlib(results: Dict[str, List[Dict[str, Any]]], repeat: int, key: str
     return max(rates) if rates else None
 
 
-def report(results: Dict[str, List[Dict[str, Any]]], repeats: int) -> int:
+def report(results: Dict[str, List[Dict[str, Any]]], repeats: int) -> List[str]:
+    """The table and the verdicts, as Markdown lines."""
     bad = sum(r["bad"] for runs in results.values() for r in runs)
     header = (
         "| config | reaped by | c=1 /s | ×best stdlib | CPU µs | c=32 /s | ×best stdlib | CPU µs "
         "| kill→wait p50 µs | p99 µs |"
     )
-    print("\n" + header)
-    print("|" + "---|" * (header.count("|") - 1))
+    out = ["", header, "|" + "---|" * (header.count("|") - 1)]
     verdicts = []
     for config, runs in results.items():
         if not runs:
@@ -292,24 +376,32 @@ def report(results: Dict[str, List[Dict[str, Any]]], repeats: int) -> int:
             ]
             if config == "childwatch-default" and med is not None:
                 verdicts.append(
-                    f"c={c}: {med:.2f}× the fastest stdlib option: {'met' if med >= EQUAL else 'MISSED'}"
+                    f"childwatch default, c={c}: {med:.2f}× the fastest stdlib option: {'met' if med >= EQUAL else 'MISSED'}"
                 )
         pooled = [s for r in runs for s in r["latency"]]
         row += [f"{_pct(pooled, 0.5):.0f}", f"{_pct(pooled, 0.99):.0f}"]
-        print("| " + " | ".join(row) + " |")
+        out.append("| " + " | ".join(row) + " |")
     if results.get("childwatch-default"):
         mine = _pct([s for r in results["childwatch-default"] for s in r["latency"]], 0.99)
         theirs = [_pct([s for r in results[c] for s in r["latency"]], 0.99) for c in STDLIB if results.get(c)]
         if theirs:
             best = min(theirs)
             verdicts.append(
-                f"kill→wait p99 {mine:.0f} µs vs the stdlib's best {best:.0f} µs: "
+                f"childwatch default, kill→wait p99 {mine:.0f} µs vs the stdlib's best {best:.0f} µs: "
                 f"{mine / best:.2f}× ({'met' if mine <= best * P99_SLACK else 'MISSED'})"
             )
-    print(f"\n{repeats} interleaved repeats; wrong statuses: {bad}")
-    for line in verdicts:
-        print("- childwatch default, " + line)
-    return 1 if bad else 0
+    waits, registrations = results.get("childwatch-wait_pid"), results.get("childwatch-default-pid")
+    if waits and registrations:
+        for c in CONCURRENCIES:
+            key = f"cpu{c}"
+            ratio = statistics.median(a[key] / b[key] for a, b in zip(waits, registrations))
+            verdicts.append(
+                f"wait_pid's CPU per child at c={c}: {ratio:.2f}× the default watcher's for the same child "
+                f"({'met' if ratio <= 1 / EQUAL else 'MISSED'})"
+            )
+    out += ["", f"{repeats} interleaved repeats; wrong statuses: {bad}", ""]
+    out += ["- " + line for line in verdicts]
+    return out
 
 
 if __name__ == "__main__":
