@@ -15,9 +15,9 @@ within :func:`~._base.theft_check_delay` of such a signal (the theft timer).
 from __future__ import annotations
 
 import asyncio
-import functools
 import signal
 import threading
+import time
 import weakref
 from types import FrameType
 from typing import Any, Callable, List, Optional, Tuple
@@ -57,10 +57,30 @@ def quiet_wakeup_fd(fd: int) -> None:
         signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
 
 
-def _keep_quiet(fd: int, signum: int, frame: Optional[FrameType]) -> None:
+REQUIET_INTERVAL = 0.01
+"""Seconds between two re-quietings of a loop's wake-up fd by :class:`_KeepQuiet`."""
+
+
+class _KeepQuiet:
     """The Python-level SIGCHLD handler of a loop with Safe/Fast attached (in the
-    main thread, at once, whatever the loop is busy with): its wake-up fd quiet."""
-    quiet_wakeup_fd(fd)
+    main thread, at once, whatever the loop is busy with): its wake-up fd quiet
+    again (:func:`quiet_wakeup_fd`) if :data:`REQUIET_INTERVAL` has passed since
+    it last was.  (``set_wakeup_fd`` costs two syscalls; an application's
+    ``add_signal_handler()`` that makes the fd warn again is rare, and the pipe
+    holds far more than 10 ms of signals.)"""
+
+    __slots__ = ("fd", "quieted")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.quieted = time.monotonic()
+        quiet_wakeup_fd(fd)
+
+    def __call__(self, signum: int, frame: Optional[FrameType]) -> None:
+        now = time.monotonic()
+        if now - self.quieted >= REQUIET_INTERVAL:
+            self.quieted = now
+            quiet_wakeup_fd(self.fd)
 
 
 def _is_asyncio_noop(handler: Any) -> bool:
@@ -74,7 +94,7 @@ def _is_foreign(handler: Any) -> bool:
     (asyncio's no-op, or a method of a loop, as trio-asyncio installs) nor ours."""
     if not callable(handler) or _is_asyncio_noop(handler):
         return False
-    if getattr(handler, "func", None) is _keep_quiet:
+    if isinstance(handler, _KeepQuiet):
         return False
     return not is_event_loop(getattr(handler, "__self__", None))
 
@@ -92,7 +112,7 @@ class _LoopSigchld:
     when it goes (so is one installed after it).  The loop's signal wake-up fd
     is kept quiet when full (:func:`quiet_wakeup_fd`): at install, and by the
     Python-level SIGCHLD handler (asyncio's is a no-op; ours is
-    :func:`_keep_quiet`), since any later ``add_signal_handler()`` of the
+    :class:`_KeepQuiet`, at most every 10 ms), since any later ``add_signal_handler()`` of the
     application makes it warn again and the loop itself may be too busy to
     notice before a flood fills the pipe.
     """
@@ -109,8 +129,7 @@ class _LoopSigchld:
         if wakeup_fd is not None and _is_asyncio_noop(signal.getsignal(signal.SIGCHLD)):
             # (a loop whose signals arrive through the wake-up fd alone: the Python-level
             # handler is asyncio's no-op, ours can take its place)
-            quiet_wakeup_fd(wakeup_fd)
-            signal.signal(signal.SIGCHLD, functools.partial(_keep_quiet, wakeup_fd))
+            signal.signal(signal.SIGCHLD, _KeepQuiet(wakeup_fd))
         self.previous: Optional[Callable[[int, Optional[FrameType]], Any]] = (
             previous if callable(previous) and _is_foreign(previous) else None
         )
