@@ -333,6 +333,22 @@ def counts(cases: Dict[str, Dict[str, str]]) -> Dict[str, int]:
     return {k: sum(c["outcome"] == k for c in cases.values()) for k in OUTCOMES}
 
 
+def changed(plain: Path, ported: Path) -> List[str]:
+    """The files of ``ported`` that differ from ``plain``'s (each "PATH (created)" or "PATH (changed)")."""
+    out = []
+    for path in sorted(p for p in ported.rglob("*") if p.is_file()):
+        rel = path.relative_to(ported)
+        if not (plain / rel).is_file():
+            out.append(f"{rel} (created)")
+        elif (plain / rel).read_bytes() != path.read_bytes():
+            out.append(f"{rel} (changed)")
+    return out + [
+        f"{p.relative_to(plain)} (removed)"
+        for p in plain.rglob("*")
+        if not (ported / p.relative_to(plain)).exists()
+    ]
+
+
 def childwatch_wheel(python: str) -> Optional[Path]:
     """childwatch from this checkout, built once into a wheel for every project's venv."""
     wheels = WORK / "wheel"
@@ -357,7 +373,7 @@ def test_suite(suite: Suite, sdist: Path, python: str, loops: List[str], wheel: 
         os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(venv)
     )
     env.pop("PYTEST_ADDOPTS", None)
-    record: Dict[str, Any] = {"runs": {}, "loops": {}, "classes": {}}
+    record: Dict[str, Any] = {"runs": {}, "loops": {}, "classes": {}, "changed": changed(plain, ported)}
     started = time.monotonic()
     install = [
         vpy,
@@ -462,7 +478,8 @@ def write_report(results: Dict[str, Dict[str, Any]], ok: bool, interpreter: str,
         if res.get("notes"):
             lines += [res["notes"], ""]
         lines += [
-            f"Conftest lines added to `{res['conftest']}`: {res['conftest_lines']} of code "
+            f"Conftest lines added to `{res['conftest']}`: {res['conftest_lines']} of code; the files that "
+            f"differ from the sdist's: {', '.join(res.get('changed', [])) or 'none'}. "
             f'(README, "With {res["integration"]}"). Install {res.get("install_seconds", "-")} s; baseline '
             f"{res['runs'].get('baseline', {}).get('seconds', '-')} s; "
             + ", ".join(f"{loop} {res['runs'][loop]['seconds']} s" for loop in LOOPS if loop in res["runs"])
