@@ -181,8 +181,8 @@ SUITES: List[Suite] = [
         notes=(
             "Its `test_h2_timeout_during_*` tests (tests/test_cancellations.py) are non-strict xfails that race "
             "a 0.01 s `anyio.move_on_after` and usually pass (XPASS, counted as passed); on a loaded machine "
-            "some fail (xfailed), on anyio's trio backend as on the asyncio loops: their xfail counts vary "
-            "from run to run."
+            "some fail (xfailed): seen on trio-asyncio and on anyio's trio backend (where no asyncio loop "
+            "runs), so their xfail counts vary from run to run."
         ),
     ),
     Suite(
@@ -478,9 +478,10 @@ def write_report(results: Dict[str, Dict[str, Any]], ok: bool, interpreter: str,
         if res.get("notes"):
             lines += [res["notes"], ""]
         lines += [
-            f"Conftest lines added to `{res['conftest']}`: {res['conftest_lines']} of code; the files that "
-            f"differ from the sdist's: {', '.join(res.get('changed', [])) or 'none'}. "
-            f'(README, "With {res["integration"]}"). Install {res.get("install_seconds", "-")} s; baseline '
+            f'Conftest lines added to `{res["conftest"]}` (README, "With {res["integration"]}"): '
+            f"{res['conftest_lines']} of code; the files that differ from the sdist's: "
+            f"{', '.join(res.get('changed', [])) or 'none'}. "
+            f"Install {res.get('install_seconds', '-')} s; baseline "
             f"{res['runs'].get('baseline', {}).get('seconds', '-')} s; "
             + ", ".join(f"{loop} {res['runs'][loop]['seconds']} s" for loop in LOOPS if loop in res["runs"])
             + ".",
