@@ -24,9 +24,15 @@ job, after the PyPys and the free-threaded builds, whenever 3.14 or 3.15 is aske
 them.  Their chroot runs use venvs of their own under ``.matrix/real`` and enter the
 chroot only through sid.sh's lock, so they run beside the sid Pythons' jobs safely.
 
+Real suites (``compat/real_suites.py``: aiofiles, httpcore, anyio's subprocess tests, each its own
+test suite with the README's pytest-asyncio or anyio conftest lines, on asyncio, uvloop and
+trio-asyncio, CPython 3.13 only) run as one more job, after the CPythons, whenever 3.13 is asked for;
+``--no-real-suites`` skips them.  Their venvs are under ``.matrix/suites``.
+
 Exit status 0 only if every Python was found, ran at least one test, and
 failed none, CPython's suite failed and errored nowhere, the linters passed,
-and no real project's test passed on 3.13 but not on 3.14 or 3.15 (a
+no real project's test passed on 3.13 but not on 3.14 or 3.15, and no real suite's failure
+class is childwatch's (a
 free-threaded build with no source to build it from is shown, with the
 reason, and is not a failure).
 """
@@ -67,10 +73,11 @@ VERSIONS = [
 ]
 LONGEST_FIRST = [
     *("3.13t", "pypy3.11", "3.14t", "3.15t", "real-projects"),
-    *("3.9", "3.13", "3.10", "3.14", "3.11", "3.12", "3.15"),
+    *("3.9", "3.13", "3.10", "3.14", "3.11", "3.12", "3.15", "real-suites"),
 ]
 """The order the jobs start in, the longest first (a full run's minutes, under load: 3.13t a build
-(not niced: the longest chain) and ~25, the PyPys ~20, the real projects ~6, the CPythons 5–12)."""
+(not niced: the longest chain) and ~25, the PyPys ~20, the real projects ~6, the CPythons 5–12, the
+real suites ~4–7: last, a short job to fill the tail)."""
 SID_VERSIONS = {"3.14": "3.14", "3.15": "3.15", "pypy3.11": "pypy3"}
 """The Pythons that come from the sid chroot when the host lacks them: version -> sid.sh's name."""
 FREE_THREADED = {"3.13t": "3.13", "3.14t": "3.14", "3.15t": "3.15"}
@@ -651,6 +658,17 @@ def real_projects() -> bool:
 REAL_PROJECTS = "real projects (their own suites with the legacy opt-in: 3.14/3.15 no worse than 3.13)"
 
 
+def real_suites() -> bool:
+    """compat/real_suites.py: each project's own suite on every loop through the plugin, no failure
+    class childwatch's."""
+    return run([sys.executable, str(REPO / "compat" / "real_suites.py")], cwd=REPO) == 0
+
+
+REAL_SUITES = (
+    "real suites (their own suites on asyncio, uvloop, trio-asyncio via the plugin: no failure childwatch's)"
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -668,6 +686,11 @@ def main() -> int:
         "--no-real-projects",
         action="store_true",
         help="skip compat/real_projects.py (real projects' own suites on 3.13, 3.14 and 3.15)",
+    )
+    parser.add_argument(
+        "--no-real-suites",
+        action="store_true",
+        help="skip compat/real_suites.py (real projects' own suites on every loop through the plugin, on 3.13)",
     )
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args()
@@ -736,8 +759,9 @@ def main() -> int:
     # Longest first, each Python a job of its own (sid.sh's lock serialises the chroot's package
     # manager; its venvs are per version), so the PyPys and the free-threaded build are not the tail.
     real = any(v in versions for v in ("3.14", "3.15")) and not (args.no_real_projects or args.report_only)
+    suites = "3.13" in versions and not (args.no_real_suites or args.report_only)
     queue = sorted(
-        [*versions, *(["real-projects"] if real else [])],
+        [*versions, *(["real-projects"] if real else []), *(["real-suites"] if suites else [])],
         key=lambda name: LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST),
     )
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -746,6 +770,8 @@ def main() -> int:
         for name in queue:
             if name == "real-projects":
                 checks[REAL_PROJECTS] = pool.submit(in_job, name, real_projects)
+            elif name == "real-suites":
+                checks[REAL_SUITES] = pool.submit(in_job, name, real_suites)
             else:
                 runs[name] = pool.submit(in_job, name, one, name)
         if not args.no_lint and not args.report_only:

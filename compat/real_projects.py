@@ -246,8 +246,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_sdist(project: Project) -> Optional[Path]:
-    """The project's sdist, from PyPI through pip (hash-checked by pip and here), or None."""
+def fetch_sdist(project: Any) -> Optional[Path]:
+    """The project's sdist, from PyPI through pip (hash-checked by pip and here), or None.
+
+    ``project``: a :class:`Project` or anything with its ``name``, ``version``, ``sha256`` and ``sdist``."""
     sdists = WORK / "sdists"
     sdists.mkdir(parents=True, exist_ok=True)
     path = sdists / project.sdist
@@ -267,8 +269,9 @@ def fetch_sdist(project: Project) -> Optional[Path]:
     return path
 
 
-def unpack(sdist: Path, into: Path) -> Path:
-    """A fresh copy of the sdist's tree in ``into``, with the opt-in line in its top conftest.py."""
+def unpack(sdist: Path, into: Path, lines: str = OPT_IN, conftest_at: str = "conftest.py") -> Path:
+    """A fresh copy of the sdist's tree in ``into``, with ``lines`` (the opt-in line) added at the end
+    of its ``conftest_at`` (the top conftest.py, created if there is none; ``lines`` empty: unchanged)."""
     shutil.rmtree(into, ignore_errors=True)
     into.mkdir(parents=True)
     with tarfile.open(sdist) as tar:
@@ -277,12 +280,14 @@ def unpack(sdist: Path, into: Path) -> Path:
         else:  # pragma: no cover - Pythons before the extraction filters
             tar.extractall(into)
     (root,) = into.iterdir()
-    conftest = root / "conftest.py"
+    conftest = root / conftest_at
+    if not lines:
+        return root
     if conftest.exists():
         text = conftest.read_text()
-        conftest.write_text(text + ("" if text.endswith("\n") else "\n") + OPT_IN)
+        conftest.write_text(text + ("" if text.endswith("\n") else "\n") + lines)
     else:
-        conftest.write_text(OPT_IN)
+        conftest.write_text(lines)
     return root
 
 
@@ -297,14 +302,17 @@ def in_chroot(path: Path) -> str:
     return f"{SID_SRC}/{path.relative_to(REPO)}"
 
 
-def read_junit(path: Path) -> Dict[str, Dict[str, str]]:
-    """test id -> {"outcome": passed|failed|error|skipped, "message": its first line}."""
+def read_junit(path: Path, xfailed: bool = False) -> Dict[str, Dict[str, str]]:
+    """test id -> {"outcome": passed|failed|error|skipped, "message": its first line}; with ``xfailed``,
+    an expected failure is ``xfailed`` rather than ``skipped``."""
     cases: Dict[str, Dict[str, str]] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         outcome, message = "passed", ""
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = {"failure": "failed"}.get(child.tag, child.tag)
+                if xfailed and child.tag == "skipped" and child.get("type") == "pytest.xfail":
+                    outcome = "xfailed"
                 text = (child.get("message") or child.text or "").strip()
                 message = text.splitlines()[0][:300] if text else ""
                 break
