@@ -23,7 +23,8 @@ import asyncio
 import subprocess
 import sys
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from asyncio import selector_events
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._contract import ChildCallback
 from .._errors import UnsupportedLoopError
@@ -47,6 +48,7 @@ __all__ = [
     "family",
     "no_adapter_reason",
     "popen_of",
+    "reader_methods",
     "reap_waits_for",
     "refuse_sigchld",
     "register_loop_adapter",
@@ -161,6 +163,33 @@ def signal_wakeup_fd(loop: asyncio.AbstractEventLoop) -> Optional[int]:
     adapter knows it (:meth:`LoopAdapter.signal_wakeup_fd`)."""
     adapter = adapter_for(loop)
     return adapter.signal_wakeup_fd(loop) if adapter is not None else None
+
+
+_SELECTOR_LOOP = selector_events.BaseSelectorEventLoop
+_stdlib_readers: Dict[type, bool] = {}
+
+
+def reader_methods(
+    loop: asyncio.AbstractEventLoop,
+) -> Tuple[Callable[..., Any], Callable[[int], Any]]:
+    """How to have ``loop`` read a pidfd the caller just opened, and stop: its
+    ``add_reader`` and ``remove_reader`` -- or, for a loop whose public ones are
+    the stdlib selector loop's own (not overridden), the methods they hand over
+    to once their checks pass (the fd is no transport's, the loop is open: true
+    of a fresh pidfd read by an open loop), as asyncio's own pidfd watcher
+    calls them: half the cost.  Decided once per loop class."""
+    cls = type(loop)
+    stdlib = _stdlib_readers.get(cls)
+    if stdlib is None:
+        stdlib = _stdlib_readers[cls] = (
+            getattr(cls, "add_reader", None) is _SELECTOR_LOOP.add_reader
+            and getattr(cls, "remove_reader", None) is _SELECTOR_LOOP.remove_reader
+            and callable(getattr(cls, "_add_reader", None))
+            and callable(getattr(cls, "_remove_reader", None))
+        )
+    if stdlib:
+        return loop._add_reader, loop._remove_reader  # type: ignore[attr-defined]
+    return loop.add_reader, loop.remove_reader
 
 
 def popen_of(pid: int, args: Tuple[Any, ...]) -> Optional[subprocess.Popen[Any]]:

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .._contract import call_in_loop, running_loop
 from .._syscalls import open_pidfd
+from ..loops import reader_methods
 from ._base import REGISTERED, Entry, WatcherBase
 
 Orphan = Tuple[int, Entry]
@@ -117,7 +118,7 @@ class LoopPidfds(WatcherBase):
         if reader.entry is None:
             return  # removed before its loop got to read it
         try:
-            reader.loop.add_reader(reader.fd, _Callback(reader))
+            reader_methods(reader.loop)[0](reader.fd, _Callback(reader))
         except Exception:
             self._readerless.add(type(reader.loop))
             raise
@@ -137,7 +138,7 @@ class LoopPidfds(WatcherBase):
         taken reader's pidfd and close it."""
         reader.entry = None
         if not reader.loop.is_closed():
-            reader.loop.remove_reader(reader.fd)
+            reader_methods(reader.loop)[1](reader.fd)
         os.close(reader.fd)
 
     def _on_ready(self, reader: _Reader) -> None:

@@ -21,6 +21,9 @@ _RETIRE_JOIN_TIMEOUT = 1.0
 """Seconds a loop waits at most for a retiring waiter thread to end (it has
 nothing left to do but return)."""
 
+_BUDGET_TTL = 1.0
+"""Seconds the fd share read from the soft ``RLIMIT_NOFILE`` is used before it is read again."""
+
 _WAITER_FDS = 3
 """The fds of a pidfd waiter run besides its pidfds: its wake-up pipe and its epoll."""
 
@@ -117,15 +120,17 @@ class ThreadedChildWatcher(LoopPidfds):
     - *In the loop*: a child registered from a running loop whose
       ``add_reader`` works is watched through a pidfd (Linux 5.3+) read by
       the loop itself (as :class:`PidfdChildWatcher` does): its exit is read
-      and called back in the loop's thread, with no thread hop.  If that loop closes before the child exits, the child goes
-      to the pidfd waiter (at ``loop.close()`` on CPython, at the next garbage
-      collection or registration on PyPy) and is called back there.
+      and called back in the loop's thread, with no thread hop.  If that
+      loop closes before the child exits, the child goes to the pidfd waiter
+      (at ``loop.close()`` on CPython, at the next garbage collection or
+      registration on PyPy) and is called back there.
     - The *pidfd waiter*, a thread polling a pidfd per child: the children
       registered outside any loop, or from a loop that refuses ``add_reader``.
     - Both use pidfds only while the watcher holds at most ``fd_share`` of the
       soft ``RLIMIT_NOFILE`` (default :data:`childwatch._fds.DEFAULT_FD_SHARE`,
       a quarter: 256 fds of 1024, counting every pidfd and the waiter's pipe
-      and epoll), checked at each registration.
+      and epoll), checked at each registration (the limit itself read at most
+      once a second, and whenever a registration would go past the share).
       Every other child (beyond that share, or where ``pidfd_open`` fails:
       old kernel, seccomp, fd exhaustion) goes to the *fd-less waiter*, a
       thread blocked in ``waitid(P_ALL, WEXITED | WNOWAIT)``: it wakes when
@@ -164,6 +169,7 @@ class ThreadedChildWatcher(LoopPidfds):
         self._fd_share = _fds.check_share(fd_share)
         self._waiter: Optional[_Waiter] = None  # the running pidfd waiter, if any
         self._pidfds = 0  # pidfds open (lock)
+        self._budget = (0, -_BUDGET_TTL)  # the fds the share allows, and when the limit was read (lock)
         self._fdless: Dict[int, Entry] = {}  # the fd-less waiter's children (lock)
         self._fdless_thread: Optional[threading.Thread] = None  # the running fd-less waiter, if any
         self._reaped = threading.Event()  # set at each reap: the exit the fd-less waiter sees may change
@@ -199,8 +205,18 @@ class ThreadedChildWatcher(LoopPidfds):
 
     def _fits(self, fds: int) -> bool:
         """True if ``fds`` more keep the watcher within its fd share (lock held;
-        the pidfd waiter's own fds always counted)."""
-        return self._pidfds + self._in_loop_fds() + _WAITER_FDS + fds <= _fds.budget(self._fd_share)
+        the pidfd waiter's own fds always counted).  The soft limit is read
+        again (a syscall) when the share read last would be exceeded, or was
+        read over :data:`_BUDGET_TTL` ago: an application that lowers its
+        limit meanwhile may see the watcher past its new share that long
+        (``pidfd_open`` failing at the limit sends a child to the fd-less waiter)."""
+        wanted = self._pidfds + self._in_loop_fds() + _WAITER_FDS + fds
+        budget, read_at = self._budget
+        now = time.monotonic()
+        if wanted > budget or now - read_at > _BUDGET_TTL:
+            budget = _fds.budget(self._fd_share)
+            self._budget = (budget, now)
+        return wanted <= budget
 
     def _start_fdless(self) -> None:
         """Have the fd-less waiter run (lock held); RuntimeError if no thread can be had."""
