@@ -189,7 +189,19 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
         run([vpy, "-m", "pip", "install", "-q", "--only-binary", ":all:", *packages.split()])
     junit = WORK / f"junit-{version}.xml"
     code = run(
-        [vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--slow", f"--junitxml={junit}", *pytest_args],
+        [
+            vpy,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            "--slow",
+            f"--junitxml={junit}",
+            *pytest_args,
+        ],
         cwd=REPO,
     )
     with open(WORK / f"loops-{version}.json", "w") as report:
@@ -236,6 +248,8 @@ def test_sid(version: str, pytest_args: List[str], env: Optional[Dict[str, str]]
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",
             "--slow",
             f"--junitxml={junit}",
             *pytest_args,
