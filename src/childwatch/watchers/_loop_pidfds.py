@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .._contract import call_in_loop, running_loop
@@ -62,7 +63,7 @@ class _Callback:
 
     def __del__(self) -> None:
         reader = self.reader
-        if reader.entry is not None:
+        if reader.entry is not None and not sys.is_finalizing():  # (at exit: no thread to hand it to)
             reader.watcher._reader_dropped(reader)
 
 
