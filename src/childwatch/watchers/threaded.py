@@ -177,6 +177,7 @@ class ThreadedChildWatcher(LoopPidfds):
         self._retiring: Set[threading.Thread] = set()
 
     _dispatch = WatcherBase._dispatch_to_loop
+    _stale = LoopPidfds._loop_closed  # re-registered, a child of a closed loop is watched afresh
     _release_under_lock = False  # (it joins its waiters: see WatcherBase._release_under_lock)
 
     def attach_loop(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
