@@ -17,6 +17,7 @@ from typing import Any, Callable, List, Tuple
 import pytest
 
 import childwatch
+from childwatch.watchers import _loop_pidfds
 from conftest import (
     Collector,
     breathe,
@@ -654,6 +655,34 @@ def test_threaded_hands_a_closed_loops_children_to_a_waiter_thread(loop_name: st
         while state(sleeper) is not None:
             assert time.monotonic() < deadline, "not reaped"
             time.sleep(0.005)
+    finally:
+        watcher.close()
+
+
+def test_threaded_rewatches_a_closed_loops_child_registered_again(
+    loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a closed loop's reader is finalized late (PyPy: at the next garbage
+    collection; simulated here by a finalizer that does nothing), registering
+    its child again from another loop watches it there afresh, instead of
+    replacing the callback of an entry no loop reads any more."""
+    monkeypatch.setattr(_loop_pidfds._Callback, "__del__", lambda self: None)
+    watcher = childwatch.ThreadedChildWatcher()
+    sleeper = spawn_sleeper()
+    got = Collector()
+
+    async def in_a() -> None:
+        watcher.add_child_handler(sleeper, Collector())
+
+    async def in_b() -> None:
+        watcher.add_child_handler(sleeper, got)
+        os.kill(sleeper, signal.SIGTERM)
+        assert await got.wait(1, timeout=10) == {sleeper: -signal.SIGTERM}
+        assert got.threads == [threading.current_thread().name]
+
+    try:
+        run(loop_name, in_a)
+        run(loop_name, in_b)
     finally:
         watcher.close()
 
