@@ -31,7 +31,7 @@ def scale(watcher: str, loop: str, n: int, *flags: str) -> Dict[str, Any]:
         [sys.executable, str(SCRIPT), watcher, loop, str(n), *flags],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=180,  # (PyPy under the matrix's load spawns 3,000 children in 60-90 s)
         check=False,
     )
     if done.returncode == 77:

@@ -666,7 +666,7 @@ def test_threaded_rewatches_a_closed_loops_child_registered_again(
     collection; simulated here by a finalizer that does nothing), registering
     its child again from another loop watches it there afresh, instead of
     replacing the callback of an entry no loop reads any more."""
-    monkeypatch.setattr(_loop_pidfds._Callback, "__del__", lambda self: None)
+    monkeypatch.setattr(_loop_pidfds._Reader, "dropped", lambda self, callback: None)
     watcher = childwatch.ThreadedChildWatcher()
     sleeper = spawn_sleeper()
     got = Collector()

@@ -13,7 +13,7 @@ watcher's lock) owns its pidfd and retires it, in the loop's thread: the
 loop stops reading the fd before it is closed.
 
 A loop that closes (or is collected) with children still read lets go of
-their readers without telling us: a reader's finalizer notices
+their readers without telling us: a weak reference to each reader's callable notices
 (:meth:`LoopPidfds._reader_dropped`; at ``loop.close()`` on CPython, at the
 next garbage collection on PyPy) and hands the child to
 :meth:`LoopPidfds._adopt_orphans`, which each watcher defines; every
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import weakref
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .._contract import call_in_loop, running_loop
@@ -38,33 +39,37 @@ Orphan = Tuple[int, Entry]
 
 class _Reader:
     """One child read by a loop: its entry (None once we stop reading it
-    ourselves), its pidfd and the loop."""
+    ourselves), its pidfd, the loop, and a weak reference to the callable
+    the loop holds (its callback tells us when the loop lets go of it)."""
 
-    __slots__ = ("entry", "fd", "loop", "watcher")
+    __slots__ = ("callback", "entry", "fd", "loop", "watcher")
 
     def __init__(self, watcher: LoopPidfds, entry: Entry, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         self.watcher = watcher
         self.entry: Optional[Entry] = entry
         self.fd = fd
         self.loop = loop
+        self.callback: Optional[weakref.ReferenceType[_Callback]] = None
+
+    def dropped(self, _callback: object) -> None:
+        """The loop let go of our callable: if we still read this child, its
+        loop closed (or was collected).  (A weak reference's callback, not a
+        ``__del__``: PyPy keeps whatever a finalizable object reaches alive
+        for one more collection.)"""
+        if self.entry is not None and not sys.is_finalizing():  # (at exit: no thread to hand it to)
+            self.watcher._reader_dropped(self)
 
 
 class _Callback:
-    """What the loop holds for a :class:`_Reader` (and nothing else does): a
-    callback finalized while its reader still has an entry was let go of by the loop."""
+    """What the loop holds for a :class:`_Reader`, and nothing else does."""
 
-    __slots__ = ("reader",)
+    __slots__ = ("__weakref__", "reader")
 
     def __init__(self, reader: _Reader) -> None:
         self.reader = reader
 
     def __call__(self) -> None:  # (no arguments: some loops' add_reader takes none, veloxloop's)
         self.reader.watcher._on_ready(self.reader)
-
-    def __del__(self) -> None:
-        reader = self.reader
-        if reader.entry is not None and not sys.is_finalizing():  # (at exit: no thread to hand it to)
-            reader.watcher._reader_dropped(reader)
 
 
 def _in_loop_thread(reader: _Reader, fn: Callable[[_Reader], None]) -> None:
@@ -118,11 +123,13 @@ class LoopPidfds(WatcherBase):
     def _arm(self, reader: _Reader) -> None:
         if reader.entry is None:
             return  # removed before its loop got to read it
+        callback = _Callback(reader)
         try:
-            reader_methods(reader.loop)[0](reader.fd, _Callback(reader))
+            reader_methods(reader.loop)[0](reader.fd, callback)
         except Exception:
             self._readerless.add(type(reader.loop))
             raise
+        reader.callback = weakref.ref(callback, reader.dropped)
 
     def _take(self, reader: _Reader) -> bool:
         """Take ``reader`` out of :attr:`_readers` (lock held); False if it was not there."""
