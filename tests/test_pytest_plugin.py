@@ -1753,6 +1753,7 @@ _OWN_THINGS_CONFTEST = (
     PYTEST_ASYNCIO_HOOK
     + """
 import asyncio
+import warnings
 
 import pytest
 
@@ -1760,12 +1761,16 @@ from childwatch.pytest_plugin import anyio_backend_fixture
 
 anyio_backend = anyio_backend_fixture(trio=False, options={"asyncio": {"debug": True}})
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # 3.14+: asyncio's policies are deprecated
+    DefaultPolicy = asyncio.DefaultEventLoopPolicy
+
 
 class ProjectLoop(asyncio.SelectorEventLoop):
     pass
 
 
-class ProjectPolicy(asyncio.DefaultEventLoopPolicy):
+class ProjectPolicy(DefaultPolicy):
     def new_event_loop(self):
         return ProjectLoop()
 
