@@ -3,7 +3,7 @@
 The contract: pytest-timeout's default method (``signal``) fails a test by raising from a
 ``SIGALRM`` handler, and a loop that runs Python's signal handlers from its own machinery
 (uvloop) swallows what they raise: a hung test there would hang the session.  So for a test
-that runs in this process on one of the plugin's loops other than stdlib asyncio (an
+that runs in this process on one of the plugin's loops that swallow it (:data:`SWALLOWING_LOOPS`; an
 isolated test's limit is the main process's, :mod:`.worker`), :func:`take_over` (called from
 pytest-timeout's ``pytest_timeout_set_timer`` hook) replaces pytest-timeout's timer with a
 :class:`Watchdog` thread.  When the limit passes, the watchdog
@@ -114,13 +114,18 @@ def _awaiting(task: asyncio.Task[Any]) -> str:
     return "".join(traceback.StackSummary.extract(frames).format())
 
 
+SWALLOWING_LOOPS = frozenset({"uvloop"})
+"""The plugin's loops known to swallow what a Python signal handler raises: only their tests
+get a watchdog (a thread during every test would make ``os.fork()`` in them warn on 3.12+,
+which gevent's subprocesses do; the other loops let pytest-timeout's signal through)."""
+
+
 def take_over(item: pytest.Item, settings: Any, loops: Mapping[str, LoopImpl], in_worker: bool) -> bool:
     """Start a :class:`Watchdog` for ``item`` in place of pytest-timeout's timer (``settings``:
     pytest-timeout's), where its signal cannot stop the test (see the module); False elsewhere."""
     impl = item_impl(item)
     if (
-        impl is None
-        or impl == "asyncio"
+        impl not in SWALLOWING_LOOPS
         or impl not in loops
         or settings.method != "signal"
         or threading.current_thread() is not threading.main_thread()
