@@ -188,22 +188,7 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
     for packages in PYPI_LOOPS.values():
         run([vpy, "-m", "pip", "install", "-q", "--only-binary", ":all:", *packages.split()])
     junit = WORK / f"junit-{version}.xml"
-    code = run(
-        [
-            vpy,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "0",
-            "--slow",
-            f"--junitxml={junit}",
-            *pytest_args,
-        ],
-        cwd=REPO,
-    )
+    code = run([vpy, *suite_command(junit, pytest_args)], cwd=REPO)
     with open(WORK / f"loops-{version}.json", "w") as report:
         run([vpy, "-m", "childwatch", "--probe", "--json"], cwd=REPO, stdout=report)
     if not is_pypy(version):
@@ -213,6 +198,24 @@ def test_host(version: str, python: str, pytest_args: List[str]) -> Tuple[int, s
         )
     kind = "PyPy" if is_pypy(version) else "CPython"
     return code, f"{kind} from {python}"
+
+
+def suite_command(junit: Any, pytest_args: List[str]) -> List[str]:
+    """The arguments after ``python`` that run the whole test suite for one Python: every
+    test (``--slow``), in one process (``-n 0``: the jobs already share the cores), JUnit
+    written to ``junit``."""
+    return [
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "0",
+        "--slow",
+        f"--junitxml={junit}",
+        *pytest_args,
+    ]
 
 
 def install_extras(pip_install: Any) -> bool:
@@ -240,20 +243,7 @@ def test_sid(version: str, pytest_args: List[str], env: Optional[Dict[str, str]]
         run([*sid, "true"], env=dict(env, CHILDWATCH_SID_PIP=f"-q --only-binary :all: {packages}"))
     junit = f"/src/.matrix/junit-{version}.xml"
     code = run(
-        [
-            *sid,
-            "python",
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "0",
-            "--slow",
-            f"--junitxml={junit}",
-            *pytest_args,
-        ],
+        [*sid, "python", *suite_command(junit, pytest_args)],
         env=env,
     )
     run(
