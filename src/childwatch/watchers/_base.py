@@ -133,13 +133,13 @@ def popen_lock(popen: Optional[subprocess.Popen[Any]]) -> Optional[Any]:
     return lock
 
 
-def exit_of(entry: Entry, pidfd: Optional[int] = None) -> Tuple[bool, Optional[int]]:
+def exit_of(entry: Entry) -> Tuple[bool, Optional[int]]:
     """:func:`~childwatch._syscalls.read_exit` for a registered child: ``(True,
     None)`` without reading the pid if ``entry``'s Popen reaped it (the pid may
     be a newcomer's by now, running or not)."""
     if entry.args and collected_by(popen_of(entry.pid, entry.args)) is not None:
         return True, None  # (only an argument can carry a Popen)
-    return read_exit(entry.pid, pidfd)
+    return read_exit(entry.pid)
 
 
 def another_process(old: Entry, args: Tuple[Any, ...]) -> bool:
@@ -520,37 +520,29 @@ class WatcherBase(AbstractChildWatcher):
             reap_child(entry.pid)
         self._after_loop_delivery()
 
-    def _deliver_if_exited(
-        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None, in_place: bool = False
-    ) -> bool:
+    def _deliver_if_exited(self, pid: int, entry: Optional[Entry] = None) -> bool:
         """Read ``pid``'s status and, if it has exited, claim and deliver it; True if it has.
 
-        With ``entry``, only that very entry is delivered.  With ``pidfd``, the
-        status is read through it: a child reaped behind our back is then told
-        apart from a new process that reused its pid.  ``in_place``: delivered
-        in this thread, whatever :meth:`_dispatch` does (a caller that runs in
-        the entry's loop).
+        With ``entry``, only that very entry is delivered.
         """
         if entry is None:
             with self._lock:
                 entry = self._table.get(pid)
         if entry is None or entry.state is not REGISTERED:
-            exited, returncode = read_exit(pid, pidfd)
+            exited, returncode = read_exit(pid)
         else:
-            exited, returncode = exit_of(entry, pidfd)
+            exited, returncode = exit_of(entry)
         if exited:
-            self._deliver_exit(pid, entry, returncode, in_place)
+            self._deliver_exit(pid, entry, returncode)
         return exited
 
-    def _deliver_exit(
-        self, pid: int, entry: Optional[Entry], returncode: Optional[int], in_place: bool = False
-    ) -> None:
+    def _deliver_exit(self, pid: int, entry: Optional[Entry], returncode: Optional[int]) -> None:
         """Claim ``pid`` (only ``entry``, if given) and dispatch the status read
-        of it (None: reaped by someone else); ``in_place``: deliver it in this thread."""
+        of it (None: reaped by someone else)."""
         with self._lock:
             claimed = self._claim(pid, entry)
         if claimed is not None:
-            (self._deliver if in_place else self._dispatch)(claimed, returncode, returncode is not None)
+            self._dispatch(claimed, returncode, returncode is not None)
 
     def _report(self, entry: Entry, exc: BaseException) -> None:
         message = f"exception in child watcher callback {entry.callback!r} for pid {entry.pid}"

@@ -29,9 +29,9 @@ import weakref
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .._contract import call_in_loop, running_loop
-from .._syscalls import open_pidfd
+from .._syscalls import open_pidfd, read_exit
 from ..loops import reader_methods
-from ._base import REGISTERED, Entry, WatcherBase
+from ._base import Entry, WatcherBase
 
 Orphan = Tuple[int, Entry]
 """A pidfd and its registered entry, left behind by a loop that closed."""
@@ -117,7 +117,10 @@ class LoopPidfds(WatcherBase):
             os.close(fd)
             raise
         entry.handle = reader
-        self._readers.setdefault(loop, {})[fd] = reader
+        readers = self._readers.get(loop)
+        if readers is None:
+            readers = self._readers[loop] = {}
+        readers[fd] = reader
         self._admit(entry)
 
     def _arm(self, reader: _Reader) -> None:
@@ -145,27 +148,32 @@ class LoopPidfds(WatcherBase):
         """In the loop's thread (or with no thread running it): stop reading a
         taken reader's pidfd and close it."""
         reader.entry = None
+        reader.callback = None  # (its weak reference goes first: no callback to run as the loop lets go)
         if not reader.loop.is_closed():
             reader_methods(reader.loop)[1](reader.fd)
         os.close(reader.fd)
 
     def _on_ready(self, reader: _Reader) -> None:
-        """In the loop's thread: the child's pidfd is readable; deliver it right here."""
+        """In the loop's thread: the child's pidfd is readable; deliver it right here.
+
+        The status is read through the pidfd before the reader is taken: only
+        this thread retires the readers of a running loop (:func:`_in_loop_thread`),
+        so the fd stays open meanwhile; and a pidfd names the very process,
+        never a newcomer that reused its pid (someone else's reap reads as
+        ``(True, None)``)."""
         entry = reader.entry
+        if entry is None:
+            return
+        exited, returncode = read_exit(entry.pid, reader.fd)
+        if not exited:
+            return  # readable, yet no exit to see: keep watching
         with self._lock:
-            if entry is None or not self._take(reader):
+            if not self._take(reader):
                 return  # removed meanwhile: whoever took it retires it
-        kept = False
-        try:
-            # The status is read through the pidfd.
-            if not self._deliver_if_exited(entry.pid, entry, reader.fd, in_place=True):
-                with self._lock:  # readable, yet no exit to see: keep watching
-                    kept = entry.state is REGISTERED and self._table.get(entry.pid) is entry
-                    if kept:
-                        self._readers.setdefault(reader.loop, {})[reader.fd] = reader
-        finally:
-            if not kept:
-                self._stop_reading(reader)
+            claimed = self._claim(entry.pid, entry)
+        self._stop_reading(reader)
+        if claimed is not None:
+            self._deliver(claimed, returncode, returncode is not None)
 
     def _unwatch_in_loop(self, entry: Entry) -> bool:
         """Lock held: stop watching the removed ``entry`` if this route watches

@@ -48,15 +48,13 @@ class FastChildWatcher(LoopSigchldWatcher):
             self._early.pop(pid, None)  # delivered now: remembered no more
         return claimed
 
-    def _deliver_if_exited(
-        self, pid: int, entry: Optional[Entry] = None, pidfd: Optional[int] = None, in_place: bool = False
-    ) -> bool:
+    def _deliver_if_exited(self, pid: int, entry: Optional[Entry] = None) -> bool:
         # A remembered status is this pid's: Fast reaped the child already.
         with self._lock:
             returncode = self._early.get(pid)
             claimed = None if returncode is None else self._claim(pid, entry)
         if returncode is None:
-            return super()._deliver_if_exited(pid, entry, pidfd, in_place)
+            return super()._deliver_if_exited(pid, entry)
         if claimed is not None:
             self._deliver(claimed, returncode, reap=False)
         return True
