@@ -1,9 +1,12 @@
 """The syscall layer: every watcher, and ``wait_pid``, learns about children here.
 
-Two Linux calls carry it, ``waitid`` and ``pidfd_open``.  They come from
-:mod:`os` where the interpreter has them (CPython on Linux) and through
-:mod:`ctypes` from the C library where it does not (PyPy's ``os`` has neither
-``waitid`` nor ``pidfd_open``, nor the ``W*``/``P_*`` constants), with the
+Two calls carry it, ``waitid`` and (Linux only) ``pidfd_open``.  They come
+from :mod:`os` where the interpreter has them (CPython on Linux, and on macOS
+from 3.13) and through :mod:`ctypes` from the C library where it does not
+(PyPy's ``os`` has neither ``waitid`` nor ``pidfd_open``, nor the
+``W*``/``P_*`` constants; CPython up to 3.12 has no ``os.waitid`` on macOS),
+with this kernel's constants and ``siginfo_t`` layout (:class:`WaitidABI`:
+Linux, Darwin, FreeBSD and OpenBSD differ in both), with the
 same signatures and errors as :mod:`os`'s: a failed call raises the
 :class:`OSError` subclass for its errno (``ChildProcessError`` for ECHILD);
 ``waitid(..., WNOHANG)`` returns None when no child has changed state.  The
@@ -30,19 +33,133 @@ import errno
 import functools
 import os
 import sys
-from typing import Any, Callable, List, NamedTuple, Optional, Protocol, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Protocol, Tuple, Type
 
 from ._errors import logger
 
-# The Linux values (the same on every architecture childwatch runs on), for
-# interpreters whose os module lacks the names.
-P_ALL: int = getattr(os, "P_ALL", 0)
-P_PID: int = getattr(os, "P_PID", 1)
-P_PIDFD: int = getattr(os, "P_PIDFD", 3)
-WNOHANG: int = getattr(os, "WNOHANG", 1)
-WEXITED: int = getattr(os, "WEXITED", 4)
-WNOWAIT: int = getattr(os, "WNOWAIT", 0x01000000)
+
+class WaitidABI(NamedTuple):
+    """One kernel's ``waitid``: its constants and the ``siginfo_t`` it fills.
+
+    The values are the C headers' (Linux ``linux/wait.h``; Darwin, FreeBSD and
+    OpenBSD ``sys/wait.h`` and ``sys/signal.h`` or ``sys/siginfo.h``), for a
+    C library called through ctypes where :mod:`os` lacks ``waitid``.  The
+    ``CLD_*`` codes are the same on all four (1 exited, 2 killed, 3 dumped).
+    """
+
+    system: str
+    """``sys.platform`` without its version digits."""
+    P_ALL: int
+    P_PID: int
+    WNOHANG: int
+    WEXITED: int
+    WNOWAIT: int
+    siginfo: Type[ctypes.Structure]
+    """The ctypes structure of its ``siginfo_t`` (offsets and size computed by
+    ctypes for this machine's alignment)."""
+
+
+class _LinuxSiginfo(ctypes.Structure):
+    # Three ints, then (aligned to a pointer) pid, uid and status; 128 bytes in all.
+    _pad = ctypes.sizeof(ctypes.c_void_p) - ctypes.sizeof(ctypes.c_int)
+    _fields_ = [
+        ("si_signo", ctypes.c_int),
+        ("si_errno", ctypes.c_int),
+        ("si_code", ctypes.c_int),
+        ("_align", ctypes.c_char * _pad),
+        ("si_pid", ctypes.c_int),
+        ("si_uid", ctypes.c_uint),
+        ("si_status", ctypes.c_int),
+        ("_rest", ctypes.c_char * (128 - 3 * ctypes.sizeof(ctypes.c_int) - _pad - 12)),
+    ]
+
+
+class _BSDSiginfoHead(ctypes.Structure):
+    # Darwin's and FreeBSD's siginfo_t up to si_value (a subclass's fields
+    # follow): six ints with no union before them (si_pid at byte 12), a
+    # pointer and ``union sigval``.
+    _fields_ = [
+        ("si_signo", ctypes.c_int),
+        ("si_errno", ctypes.c_int),
+        ("si_code", ctypes.c_int),
+        ("si_pid", ctypes.c_int),
+        ("si_uid", ctypes.c_uint),
+        ("si_status", ctypes.c_int),
+        ("si_addr", ctypes.c_void_p),
+        ("si_value", ctypes.c_void_p),
+    ]
+
+
+class _DarwinSiginfo(_BSDSiginfoHead):
+    # Then si_band and seven reserved longs.
+    _fields_ = [("si_band", ctypes.c_long), ("_reserved", ctypes.c_ulong * 7)]
+
+
+class _FreeBSDSpare(ctypes.Structure):
+    # The largest member of FreeBSD's ``_reason`` union: a long and seven ints.
+    _fields_ = [("_long", ctypes.c_long), ("_ints", ctypes.c_int * 7)]
+
+
+class _FreeBSDSiginfo(_BSDSiginfoHead):
+    # Then the ``_reason`` union.
+    _fields_ = [("_reason", _FreeBSDSpare)]
+
+
+class _OpenBSDChild(ctypes.Structure):
+    _fields_ = [("si_utime", ctypes.c_int64), ("si_stime", ctypes.c_int64), ("si_status", ctypes.c_int)]
+
+
+class _OpenBSDProcData(ctypes.Union):
+    _fields_ = [("si_value", ctypes.c_void_p), ("cld", _OpenBSDChild)]
+
+
+class _OpenBSDProc(ctypes.Structure):
+    _fields_ = [("si_pid", ctypes.c_int), ("si_uid", ctypes.c_uint), ("pdata", _OpenBSDProcData)]
+
+
+class _OpenBSDData(ctypes.Union):
+    _fields_ = [("_pad", ctypes.c_int * 29), ("proc", _OpenBSDProc), ("_fault", ctypes.c_void_p * 2)]
+
+
+class _OpenBSDSiginfo(ctypes.Structure):
+    # si_code before si_errno; the rest in a union of 29 ints aligned to a
+    # pointer, whose SIGCHLD member puts si_status after two 64-bit clock_t.
+    _fields_ = [
+        ("si_signo", ctypes.c_int),
+        ("si_code", ctypes.c_int),
+        ("si_errno", ctypes.c_int),
+        ("data", _OpenBSDData),
+    ]
+
+
+LINUX = WaitidABI("linux", P_ALL=0, P_PID=1, WNOHANG=1, WEXITED=4, WNOWAIT=0x01000000, siginfo=_LinuxSiginfo)
+DARWIN = WaitidABI("darwin", P_ALL=0, P_PID=1, WNOHANG=1, WEXITED=4, WNOWAIT=0x20, siginfo=_DarwinSiginfo)
+FREEBSD = WaitidABI("freebsd", P_ALL=7, P_PID=0, WNOHANG=1, WEXITED=16, WNOWAIT=8, siginfo=_FreeBSDSiginfo)
+OPENBSD = WaitidABI("openbsd", P_ALL=0, P_PID=2, WNOHANG=1, WEXITED=4, WNOWAIT=0x10, siginfo=_OpenBSDSiginfo)
+ABIS = {abi.system: abi for abi in (LINUX, DARWIN, FREEBSD, OPENBSD)}
+"""Every kernel whose ``waitid`` childwatch knows, by :func:`system`."""
+
+
+def system(platform: str = sys.platform) -> str:
+    """``sys.platform`` without its version digits (``freebsd14`` is ``freebsd``)."""
+    return platform.rstrip("0123456789")
+
+
+NATIVE: Optional[WaitidABI] = ABIS.get(system())
+"""This kernel's ``waitid``, or None for a kernel childwatch does not know."""
+
+_DEFAULTS = NATIVE or LINUX
+
+# os's values where it has them (CPython), else this kernel's from its headers.
+P_ALL: int = getattr(os, "P_ALL", _DEFAULTS.P_ALL)
+P_PID: int = getattr(os, "P_PID", _DEFAULTS.P_PID)
+P_PIDFD: int = getattr(os, "P_PIDFD", 3)  # (Linux only)
+WNOHANG: int = getattr(os, "WNOHANG", _DEFAULTS.WNOHANG)
+WEXITED: int = getattr(os, "WEXITED", _DEFAULTS.WEXITED)
+WNOWAIT: int = getattr(os, "WNOWAIT", _DEFAULTS.WNOWAIT)
 CLD_EXITED: int = getattr(os, "CLD_EXITED", 1)
+CLD_KILLED: int = getattr(os, "CLD_KILLED", 2)
+CLD_DUMPED: int = getattr(os, "CLD_DUMPED", 3)
 
 _SYS_PIDFD_OPEN = 434
 """pidfd_open's syscall number: one number on every architecture (Linux 5.3+)."""
@@ -69,26 +186,28 @@ class WaitidResult(NamedTuple):
     si_code: int
 
 
-class _Siginfo(ctypes.Structure):
-    # siginfo_t for SIGCHLD on Linux: three ints, then (aligned to a pointer)
-    # pid, uid and status; 128 bytes in all.
-    _pad = ctypes.sizeof(ctypes.c_void_p) - ctypes.sizeof(ctypes.c_int)
-    _fields_ = [
-        ("si_signo", ctypes.c_int),
-        ("si_errno", ctypes.c_int),
-        ("si_code", ctypes.c_int),
-        ("_align", ctypes.c_char * _pad),
-        ("si_pid", ctypes.c_int),
-        ("si_uid", ctypes.c_uint),
-        ("si_status", ctypes.c_int),
-        ("_rest", ctypes.c_char * (128 - 3 * ctypes.sizeof(ctypes.c_int) - _pad - 12)),
-    ]
+def _field(info: ctypes.Structure, name: str) -> int:
+    """A field of any :class:`WaitidABI`'s siginfo structure, wherever its union puts it."""
+    if isinstance(info, _OpenBSDSiginfo) and name in ("si_pid", "si_uid", "si_status"):
+        proc = info.data.proc
+        value: int = proc.pdata.cld.si_status if name == "si_status" else getattr(proc, name)
+        return value
+    field: int = getattr(info, name)
+    return field
+
+
+def decode_siginfo(abi: WaitidABI, raw: bytes) -> Optional[WaitidResult]:
+    """The result ``raw`` (a ``siginfo_t`` of ``abi``'s kernel, as ``waitid``
+    filled it) tells, or None if it names no process (``WNOHANG``, nothing to report)."""
+    info = abi.siginfo.from_buffer_copy(raw)
+    fields = [_field(info, name) for name in WaitidResult._fields]
+    return None if fields[0] == 0 else WaitidResult(*fields)
 
 
 @functools.cache
 def _libc() -> Optional[Any]:
-    """The C library, through ctypes (Linux only), or None."""
-    if not sys.platform.startswith("linux"):
+    """The C library, through ctypes, on a kernel whose ``waitid`` is known; or None."""
+    if NATIVE is None:
         return None
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -106,26 +225,25 @@ def _unavailable(name: str) -> OSError:
 
 
 def c_waitid(idtype: int, ident: int, options: int) -> Optional[WaitidResult]:
-    """libc's ``waitid``, as :func:`os.waitid` (for interpreters without it)."""
+    """libc's ``waitid``, as :func:`os.waitid` (for interpreters without it),
+    with this kernel's ``siginfo_t`` (:data:`NATIVE`)."""
     libc = _libc()
-    if libc is None:
+    if libc is None or NATIVE is None or not hasattr(libc, "waitid"):
         raise _unavailable("waitid")
     call = libc.waitid
-    call.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_Siginfo), ctypes.c_int]
+    call.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_void_p, ctypes.c_int]
     call.restype = ctypes.c_int
-    info = _Siginfo()  # zeroed: si_pid stays 0 when WNOHANG finds nothing
+    info = NATIVE.siginfo()  # zeroed: si_pid stays 0 when WNOHANG finds nothing
     while call(idtype, ident, ctypes.byref(info), options) != 0:
         if ctypes.get_errno() != errno.EINTR:
             _raise_errno("waitid")
-    if info.si_pid == 0:
-        return None
-    return WaitidResult(info.si_pid, info.si_uid, info.si_signo, info.si_status, info.si_code)
+    return decode_siginfo(NATIVE, bytes(info))
 
 
 def c_pidfd_open(pid: int, flags: int = 0) -> int:
     """The ``pidfd_open`` system call, as :func:`os.pidfd_open` (for interpreters without it)."""
     libc = _libc()
-    if libc is None:
+    if libc is None or NATIVE is not LINUX:
         raise _unavailable("pidfd_open")
     libc.syscall.restype = ctypes.c_long
     fd = int(libc.syscall(ctypes.c_long(_SYS_PIDFD_OPEN), ctypes.c_int(pid), ctypes.c_uint(flags)))
@@ -157,9 +275,12 @@ def open_pidfd(pid: int) -> int:
 
 def missing() -> List[str]:
     """The calls this interpreter and platform cannot make at all (each raises ENOSYS)."""
-    if _libc() is not None:
-        return []
-    return [name for name in ("waitid", "pidfd_open") if not hasattr(os, name)]
+    libc = _libc()
+    calls = {
+        "waitid": hasattr(os, "waitid") or (libc is not None and hasattr(libc, "waitid")),
+        "pidfd_open": hasattr(os, "pidfd_open") or (libc is not None and NATIVE is LINUX),
+    }
+    return [name for name, there in calls.items() if not there]
 
 
 # -- statuses ------------------------------------------------------------------
@@ -189,10 +310,15 @@ def returncode_of(result: Optional[WaitidLike]) -> Optional[int]:
     for a child killed by signal N, or None if no child had exited."""
     if result is None or result.si_pid == 0:
         return None
+    # Masked: FreeBSD (and Darwin) hand the full 32-bit value given to _exit(),
+    # of which a wait status keeps 8 bits.
     if result.si_code == CLD_EXITED:
-        return result.si_status
-    # CLD_KILLED or CLD_DUMPED: the child died of signal si_status.
-    return -result.si_status
+        return result.si_status & 0xFF
+    if result.si_code in (CLD_KILLED, CLD_DUMPED):
+        return -(result.si_status & 0x7F)  # the signal the child died of
+    # CLD_STOPPED, CLD_TRAPPED, CLD_CONTINUED: not an exit (macOS's waitid has
+    # been seen reporting a stopped child to WEXITED).
+    return None
 
 
 def peek(pid: int) -> Optional[int]:
