@@ -32,6 +32,7 @@ import ctypes.util
 import errno
 import functools
 import os
+import select
 import sys
 from typing import Any, Callable, List, NamedTuple, Optional, Protocol, Tuple, Type
 
@@ -273,6 +274,53 @@ def open_pidfd(pid: int) -> int:
     return fd
 
 
+# -- kqueue (macOS and the BSDs) ------------------------------------------------
+
+NOTE_EXIT: int = getattr(select, "KQ_NOTE_EXIT", 0x80000000)
+"""The process-exit note of ``EVFILT_PROC`` (the same bit on Darwin, FreeBSD
+and OpenBSD; PyPy's :mod:`select` does not export it)."""
+
+
+class ExitQueue(Protocol):
+    """A descriptor that turns readable once a child exits, and its closing."""
+
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def _kqueue_exit(pid: int) -> ExitQueue:
+    """A kqueue of its own with ``pid``'s ``EVFILT_PROC``/``NOTE_EXIT`` registered."""
+    kqueue = getattr(select, "kqueue", None)
+    if kqueue is None or not hasattr(select, "KQ_FILTER_PROC"):
+        raise _unavailable("kqueue EVFILT_PROC")
+    queue: ExitQueue = kqueue()
+    event = select.kevent(  # type: ignore[attr-defined, unused-ignore]  # (not in Linux's typeshed)
+        pid,
+        filter=select.KQ_FILTER_PROC,  # type: ignore[attr-defined, unused-ignore]
+        flags=select.KQ_EV_ADD | select.KQ_EV_ONESHOT,  # type: ignore[attr-defined, unused-ignore]
+        fflags=NOTE_EXIT,
+    )
+    try:
+        queue.control([event], 0)  # type: ignore[attr-defined]
+    except BaseException:
+        queue.close()
+        raise
+    return queue
+
+
+open_exit_queue: Callable[[int], ExitQueue] = _kqueue_exit
+"""``open_exit_queue(pid)``: a kqueue that turns readable when child ``pid``
+exits (the kernel's exit note; never run here on a real macOS or BSD kernel).
+
+Raises :class:`OSError`: ENOSYS where there is no kqueue with ``EVFILT_PROC``
+(Linux); :class:`ProcessLookupError` (ESRCH) for a child *already exiting*
+on macOS and OpenBSD, which refuse the registration and would never fire
+(FreeBSD accepts it and fires at once).  Readable does not mean waitable:
+macOS fires the note before ``waitid`` can see the exit, so a reader polls
+:func:`peek` until it does.  (This name, like :data:`waitid`, is the seam a
+simulated kernel replaces: ``tests/fake_kernels.py``.)"""
+
+
 def missing() -> List[str]:
     """The calls this interpreter and platform cannot make at all (each raises ENOSYS)."""
     libc = _libc()
@@ -377,7 +425,7 @@ def child_status(pid: int) -> Optional[int]:
 def reap(pid: int) -> None:
     """Reap the exited child ``pid`` (no-op if someone else already did)."""
     try:
-        os.waitpid(pid, WNOHANG)
+        waitid(P_PID, pid, WEXITED | WNOHANG)  # (through waitid, the one call that reads children)
     except ChildProcessError:
         pass
 

@@ -1,11 +1,15 @@
 """``await wait_pid(pid)``: one child's returncode, on asyncio, uvloop, trio-asyncio or trio.
 
-How it waits: a pidfd watched by the running library's own I/O wait (the
-asyncio loop's public ``add_reader``, or ``trio.lowlevel.wait_readable``).
-Where ``pidfd_open`` fails (not Linux, old kernel, seccomp, no fds left) or the
-loop has no ``add_reader``, it polls ``waitid(WNOHANG | WNOWAIT)`` from the
-loop itself with a growing interval (1 ms up to 50 ms): no thread, nothing
-left running after a cancellation.
+How it waits: a pidfd (Linux) or, where there is none, a kqueue of its own
+with the child's exit note (macOS and the BSDs: :func:`~childwatch._syscalls.open_exit_queue`),
+watched by the running library's own I/O wait (the asyncio loop's public
+``add_reader``, or ``trio.lowlevel.wait_readable``).  Once that fd is readable,
+or where neither can be had (old kernel, seccomp, no fds left, a child already
+exiting that macOS and OpenBSD refuse to register with ESRCH) or the loop has
+no ``add_reader``, it polls ``waitid(WNOHANG | WNOWAIT)`` from the loop itself
+with a growing interval (1 ms up to 50 ms) until the exit shows (macOS fires
+the exit note before ``waitid`` sees the exit): no thread, nothing left
+running after a cancellation.
 
 Who reaps: every waiter reads the status with ``waitid(WNOWAIT)``, so the child
 stays a zombie while anyone still waits for it.  A process-wide table counts
@@ -25,9 +29,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import _syscalls
 from ._contract import running_loop
 from ._gevent import refuse_under_gevent
-from ._syscalls import check_pid, child_status, open_pidfd, peek, reap, reaped_elsewhere
+from ._syscalls import ExitQueue, check_pid, child_status, open_pidfd, peek, reap, reaped_elsewhere
 
 WaitReadable = Callable[[int], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
@@ -122,32 +127,55 @@ async def wait_pid(pid: int | subprocess.Popen[Any]) -> int:
 async def _wait(
     pid: int, child: _Child, popen: subprocess.Popen[Any] | None, wait_readable: WaitReadable, sleep: Sleep
 ) -> int:
-    pidfd = _pidfd_open(pid)
+    notice = _exit_notice(pid)
     try:
         delay = _FIRST_POLL
         while True:
             returncode = _status(pid, child, popen)
             if returncode is not None:
                 return returncode
-            if pidfd is not None:
+            if notice is not None:
                 with contextlib.suppress(NotImplementedError):  # a loop without add_reader
-                    await wait_readable(pidfd)
-                # Readable means exited; a traced child's status may still be
-                # on its way to us through the tracer: poll from now on.
-                os.close(pidfd)
-                pidfd = None
+                    await wait_readable(notice.fileno())
+                # Readable means exiting, not yet waitable: a traced child's status
+                # may still be on its way to us through the tracer, and macOS
+                # fires the exit note before waitid sees the exit.  Poll from now on.
+                notice.close()
+                notice = None
             else:
                 await sleep(delay)
                 delay = min(delay * 2, _MAX_POLL)
     finally:
-        if pidfd is not None:
-            os.close(pidfd)
+        if notice is not None:
+            notice.close()
 
 
-def _pidfd_open(pid: int) -> int | None:
-    """A pidfd for ``pid``, or None: without one, ``_wait`` polls."""
+class _Pidfd:
+    """A pidfd, as an :class:`~childwatch._syscalls.ExitQueue`."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _exit_notice(pid: int) -> ExitQueue | None:
+    """What turns readable when ``pid`` exits: its pidfd, else a kqueue with its
+    exit note; None where neither can be had (then ``_wait`` polls).  ESRCH from
+    the kqueue is one of those: macOS and OpenBSD refuse a child already
+    exiting, whose note would never come, and polling sees its exit."""
     try:
-        return open_pidfd(pid)
+        return _Pidfd(open_pidfd(pid))
+    except OSError:
+        pass
+    try:
+        return _syscalls.open_exit_queue(pid)
     except OSError:
         return None
 
