@@ -20,13 +20,14 @@ covered by these tests.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 from typing import Dict, List, NamedTuple, Optional
 
 import pytest
 
-from childwatch import _syscalls
+from childwatch import _mechanisms, _syscalls
 from childwatch._syscalls import WaitidABI, WaitidResult
 
 FIRST_FAKE_PID = 2_000_000_000
@@ -119,6 +120,11 @@ class FakeKernel:
         monkeypatch.setattr(_syscalls, "waitid", self.waitid)
         monkeypatch.setattr(_syscalls, "open_exit_queue", self.open_exit_queue)
         monkeypatch.delattr(os, "pidfd_open", raising=False)  # no pidfd off Linux
+        for name in (
+            "pidfd_works",
+            "exit_queue_works",
+        ):  # what they found on the real kernel stays cached there
+            monkeypatch.setattr(_mechanisms, name, functools.cache(getattr(_mechanisms, name).__wrapped__))
 
     def spawn(self) -> int:
         pid = FIRST_FAKE_PID + len(self.children)
@@ -188,16 +194,22 @@ class FakeKernel:
         return WaitidResult(child.pid, 0, signal.SIGCHLD, status, _syscalls.CLD_EXITED)
 
     def open_exit_queue(self, pid: int) -> FakeQueue:
+        if pid == os.getpid():  # (any process may be watched: this one never exits here)
+            return self._new_queue()
         child = self.children.get(pid)
         exiting = child is None or child.state in ("exiting", "zombie")
         if exiting and (child is None or self.platform.refuses_exiting):
             self.log.append(f"refused {pid}")
             raise ProcessLookupError(errno.ESRCH, "No such process")
         assert child is not None
-        queue = FakeQueue(self)
-        self.queues.append(queue)
+        queue = self._new_queue()
         child.queues.append(queue)
         self.log.append(f"registered {pid}")
         if exiting:
             queue.fire()  # FreeBSD: a child already exiting fires at once
+        return queue
+
+    def _new_queue(self) -> FakeQueue:
+        queue = FakeQueue(self)
+        self.queues.append(queue)
         return queue

@@ -121,3 +121,29 @@ def test_only_this_kernels_flags_are_passed(kernel: FakeKernel) -> None:
         _syscalls.peek(pid)
     with pytest.raises(OSError, match="not"):
         kernel.waitid(_syscalls.LINUX.P_PID, pid, _syscalls.LINUX.WEXITED | _syscalls.LINUX.WNOWAIT)
+
+
+def test_capabilities_answer_per_watcher_with_reasons(kernel: FakeKernel) -> None:
+    """What this process can do on the simulated kernel: waitid and the kqueue
+    exit note, no pidfd.  Pidfd is unsupported, for that reason; every other
+    watcher is unknown until a probe with a real child, for never having run
+    on such a kernel (childwatch's own reason, not the platform's name alone)."""
+    from childwatch import capabilities
+
+    loop = asyncio.new_event_loop()
+    try:
+        record = capabilities(loop)
+    finally:
+        loop.close()
+    assert dict(record.mechanisms) == {"pidfd": False, "waitid": True, "kqueue": True, "sigchld": True}
+    answers = dict(record.watchers)
+    pidfd = answers.pop("PidfdChildWatcher")
+    assert pidfd.status == "unsupported"
+    system = kernel.abi.system
+    assert pidfd.reason is not None and f"no pidfd_open on {system}: pidfds are Linux's" in pidfd.reason
+    for name, answer in answers.items():
+        assert answer.status == "unknown", name
+        assert answer.reason is not None and f"never run on a real {system} kernel" in answer.reason, name
+        assert "probe" in answer.reason
+    assert record.recommended == "ThreadedChildWatcher"
+    assert kernel.open_queues() == []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
-import select
 import signal
 
+from . import _syscalls
 from ._syscalls import missing, open_pidfd
 
 
@@ -22,10 +22,22 @@ def pidfd_works() -> bool:
     return True
 
 
+@functools.cache
+def exit_queue_works() -> bool:
+    """True if a kqueue with a process's exit note can be had (macOS and the
+    BSDs: :func:`childwatch._syscalls.open_exit_queue`, tried on this process)."""
+    try:
+        queue = _syscalls.open_exit_queue(os.getpid())
+    except OSError:
+        return False
+    queue.close()
+    return True
+
+
 def available() -> dict[str, bool]:
     return {
         "pidfd": pidfd_works(),
         "waitid": "waitid" not in missing(),
-        "kqueue": hasattr(select, "kqueue"),
+        "kqueue": exit_queue_works(),
         "sigchld": hasattr(signal, "SIGCHLD"),
     }

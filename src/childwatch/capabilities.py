@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
-from . import _gevent, _mechanisms
+from . import _gevent, _mechanisms, _syscalls
 from ._contract import check_loop, running_loop
 from .loops import adapter_for, class_name, distribution_version, family, no_adapter_reason, sigchld_refusal
 
@@ -201,13 +201,41 @@ def _watchers(
     else:
         safe = fast = _no("add_signal_handler needs a loop in the main thread")
         multi = own_handler or reader or _yes("must first be attached from the main thread")
-    if not pidfd:
-        pidfd_support = _no("pidfd_open is not available here (kernel < 5.3, seccomp, or not Linux)")
+    if "pidfd_open" in _syscalls.missing():
+        pidfd_support = _no(
+            f"no pidfd_open on {_kernel()}: pidfds are Linux's (macOS and the BSDs tell a child's exit "
+            "through kqueue's EVFILT_PROC, which wait_pid uses)"
+        )
+    elif not pidfd:
+        pidfd_support = _no("pidfd_open fails here (kernel < 5.3, or seccomp)")
     elif not hasattr(select, "epoll"):
         pidfd_support = _no("select.epoll is missing (AttributeError: gevent's monkey-patching removes it)")
     else:
         pidfd_support = reader or _yes()
-    return tuple(zip(WATCHER_NAMES, (safe, fast, multi, _yes(), pidfd_support)))
+    answers: Tuple[Support, ...] = (safe, fast, multi, _yes(), pidfd_support)
+    untested = _untested_kernel()
+    if untested is not None:
+        answers = tuple(_unknown(untested) if answer.supported else answer for answer in answers)
+    return tuple(zip(WATCHER_NAMES, answers))
+
+
+def _kernel() -> str:
+    """This kernel's name: the one whose ``waitid`` the syscall layer speaks."""
+    native = _syscalls.NATIVE
+    return sys.platform if native is None else native.system
+
+
+def _untested_kernel() -> Optional[str]:
+    """Why no watcher is promised on this kernel before a probe: childwatch
+    has run on Linux only (None there).  Its ``waitid`` constants are known
+    (:data:`childwatch._syscalls.NATIVE`); how its kernel orders a child's exit
+    has only been simulated."""
+    if _syscalls.NATIVE is _syscalls.LINUX:
+        return None
+    return (
+        f"childwatch has never run on a real {_kernel()} kernel (tested on Linux; see the README's "
+        f'"macOS and the BSDs"); {_UNSETTLED}'
+    )
 
 
 RECOMMENDATIONS = ("ThreadedChildWatcher", "PidfdChildWatcher")
