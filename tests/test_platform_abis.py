@@ -134,3 +134,13 @@ def test_a_stopped_child_is_not_an_exit() -> None:
     cld_trapped, cld_stopped, cld_continued = 4, 5, 6  # the same on all four kernels
     for code in (cld_trapped, cld_stopped, cld_continued):
         assert sc.returncode_of(result(code, 19)) is None
+
+
+def test_waitids_id_argument_has_each_kernels_width() -> None:
+    """``id_t`` is 64 bits on FreeBSD, 32 elsewhere: the ctypes call passes that width."""
+    assert {name: ctypes.sizeof(abi.id_t) for name, abi in sc.ABIS.items()} == {
+        "linux": 4,
+        "darwin": 4,
+        "freebsd": 8,
+        "openbsd": 4,
+    }

@@ -58,6 +58,8 @@ class WaitidABI(NamedTuple):
     siginfo: Type[ctypes.Structure]
     """The ctypes structure of its ``siginfo_t`` (offsets and size computed by
     ctypes for this machine's alignment)."""
+    id_t: Type[ctypes.c_uint32] | Type[ctypes.c_int64]
+    """The C type of ``waitid``'s second argument (64 bits on FreeBSD)."""
 
 
 class _LinuxSiginfo(ctypes.Structure):
@@ -133,10 +135,11 @@ class _OpenBSDSiginfo(ctypes.Structure):
     ]
 
 
-LINUX = WaitidABI("linux", P_ALL=0, P_PID=1, WNOHANG=1, WEXITED=4, WNOWAIT=0x01000000, siginfo=_LinuxSiginfo)
-DARWIN = WaitidABI("darwin", P_ALL=0, P_PID=1, WNOHANG=1, WEXITED=4, WNOWAIT=0x20, siginfo=_DarwinSiginfo)
-FREEBSD = WaitidABI("freebsd", P_ALL=7, P_PID=0, WNOHANG=1, WEXITED=16, WNOWAIT=8, siginfo=_FreeBSDSiginfo)
-OPENBSD = WaitidABI("openbsd", P_ALL=0, P_PID=2, WNOHANG=1, WEXITED=4, WNOWAIT=0x10, siginfo=_OpenBSDSiginfo)
+# The fields in order: system, P_ALL, P_PID, WNOHANG, WEXITED, WNOWAIT, siginfo, id_t.
+LINUX = WaitidABI("linux", 0, 1, 1, 4, 0x01000000, _LinuxSiginfo, ctypes.c_uint32)
+DARWIN = WaitidABI("darwin", 0, 1, 1, 4, 0x20, _DarwinSiginfo, ctypes.c_uint32)
+FREEBSD = WaitidABI("freebsd", 7, 0, 1, 16, 8, _FreeBSDSiginfo, ctypes.c_int64)
+OPENBSD = WaitidABI("openbsd", 0, 2, 1, 4, 0x10, _OpenBSDSiginfo, ctypes.c_uint32)
 ABIS = {abi.system: abi for abi in (LINUX, DARWIN, FREEBSD, OPENBSD)}
 """Every kernel whose ``waitid`` childwatch knows, by :func:`system`."""
 
@@ -232,7 +235,7 @@ def c_waitid(idtype: int, ident: int, options: int) -> Optional[WaitidResult]:
     if libc is None or NATIVE is None or not hasattr(libc, "waitid"):
         raise _unavailable("waitid")
     call = libc.waitid
-    call.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_void_p, ctypes.c_int]
+    call.argtypes = [ctypes.c_int, NATIVE.id_t, ctypes.c_void_p, ctypes.c_int]
     call.restype = ctypes.c_int
     info = NATIVE.siginfo()  # zeroed: si_pid stays 0 when WNOHANG finds nothing
     while call(idtype, ident, ctypes.byref(info), options) != 0:
