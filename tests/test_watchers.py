@@ -701,10 +701,13 @@ def test_threaded_uses_its_waiter_on_a_loop_without_add_reader() -> None:
 
     async def main() -> None:
         loop_thread = threading.current_thread().name
-        for code in (3, 4):
-            watcher.add_child_handler(spawn_exit(code), got)
-        assert "childwatch-threaded" in watcher_threads()
-        assert sorted((await got.wait(2)).values()) == [3, 4]
+        sleepers = {spawn_sleeper(): signal.SIGTERM, spawn_sleeper(): signal.SIGKILL}
+        for pid in sleepers:
+            watcher.add_child_handler(pid, got)
+        assert "childwatch-threaded" in watcher_threads()  # (children that exit at once may be gone with it)
+        for pid, signum in sleepers.items():
+            os.kill(pid, signum)
+        assert await got.wait(2) == {pid: -signum for pid, signum in sleepers.items()}
         assert got.threads == [loop_thread, loop_thread]
 
     try:
