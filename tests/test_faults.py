@@ -37,6 +37,7 @@ import pytest
 
 import childwatch
 from childwatch._syscalls import peek
+from childwatch.watchers._base import WatcherBase
 from conftest import (
     SIGCHLD_WATCHERS,
     breathe,
@@ -1153,6 +1154,69 @@ def test_asyncio_transport_learns_the_status_before_the_reap(
         watcher.close()
     assert results == codes
     assert seen == {"zombie": len(codes), "alive": 0, "reaped": 0}
+
+
+@pytest.mark.skipif(NEW_STDLIB, reason="3.14+ loops finish the transport in their callback")
+@pytest.mark.parametrize("override", [False, True], ids=["stdlib-callback", "overridden-callback"])
+def test_the_stdlib_loops_own_callback_is_taken_over_only_as_it_is(
+    watcher_cls: Any, override: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3.9-3.13: the stdlib loop's very ``_child_watcher_callback`` only has the loop run
+    the transport's step later, through its self-pipe; delivered in the loop's thread,
+    a watcher queues that step itself (no self-pipe write for it: none at all on the
+    watchers without SIGCHLD) and reaps after it.  A loop class that overrides the
+    callback has its override called, once per child.  The statuses are exact either way."""
+    calls: List[int] = []
+    steps: List[int] = []
+    writes = [0]
+    step_then_reap = WatcherBase._step_then_reap
+
+    def counted_step(watcher: Any, entry: Any, run: Any, returncode: int, iterations_left: int) -> None:
+        if iterations_left == 0:
+            steps.append(entry.pid)
+        step_then_reap(watcher, entry, run, returncode, iterations_left)
+
+    monkeypatch.setattr(WatcherBase, "_step_then_reap", counted_step)
+
+    class OwnCallback(asyncio.SelectorEventLoop):
+        def _child_watcher_callback(self, pid: int, returncode: int, transport: Any) -> None:
+            calls.append(pid)
+            super()._child_watcher_callback(pid, returncode, transport)  # type: ignore[misc]
+
+    codes = list(range(0, 100, 7))
+
+    async def main() -> List[int]:
+        loop = asyncio.get_running_loop()
+        write = loop._write_to_self  # type: ignore[attr-defined]
+
+        def counted_write() -> None:
+            writes[0] += 1
+            write()
+
+        loop._write_to_self = counted_write  # type: ignore[attr-defined]
+
+        async def one(code: int) -> int:
+            proc = await asyncio.create_subprocess_exec("sh", "-c", f"exit {code}")
+            return await proc.wait()
+
+        return [await one(code) for code in codes]
+
+    watcher = watcher_cls()
+    loop = OwnCallback() if override else asyncio.SelectorEventLoop()
+    try:
+        if isinstance(watcher, SIGCHLD_WATCHERS):
+            watcher.attach_loop(loop)
+        childwatch.set_child_watcher(watcher, loop=loop)
+        assert loop.run_until_complete(asyncio.wait_for(main(), 60)) == codes
+    finally:
+        watcher.close()
+        loop.close()
+    if override:
+        assert len(calls) == len(codes) and steps == []
+    else:
+        assert calls == [] and len(steps) == len(codes)
+        if not isinstance(watcher, SIGCHLD_WATCHERS):  # (asyncio writes one per signal it handles)
+            assert writes[0] == 0, f"{writes[0]} self-pipe writes for {len(codes)} children"
 
 
 @functools.cache

@@ -13,7 +13,7 @@ Everything childwatch knows of a particular loop lives in this package: the
 adapters (one module per loop family; stdlib asyncio has one per hook,
 :mod:`.stdlib_3_9_to_3_13` and :mod:`.stdlib_3_14_plus`), and the questions
 the watchers ask about a loop's own objects while delivering
-(:func:`popen_of`, :func:`reap_waits_for`) or registering
+(:func:`popen_of`, :func:`reap_waits_for`, :func:`own_exit_step`) or registering
 (:func:`refuse_sigchld`).
 """
 
@@ -47,6 +47,7 @@ __all__ = [
     "distribution_version",
     "family",
     "no_adapter_reason",
+    "own_exit_step",
     "popen_of",
     "reader_methods",
     "reap_waits_for",
@@ -213,3 +214,12 @@ def reap_waits_for(
     there, else None (reap at once).  Only the stdlib adapter asks for such a
     wait (:meth:`LoopAdapter.reap_waits_for`)."""
     return _stdlib.reap_waits_for(callback, args)
+
+
+def own_exit_step(
+    callback: ChildCallback, args: Tuple[Any, ...]
+) -> Optional[Tuple[asyncio.AbstractEventLoop, Callable[[int], object], int]]:
+    """``(loop, step, iterations)`` if ``callback(pid, returncode, *args)`` only has
+    ``loop`` run ``step(returncode)`` that many iterations later, else None: the
+    3.9-3.13 stdlib loop's own callback (:meth:`LoopAdapter.own_exit_step`)."""
+    return _stdlib.own_exit_step(callback, args)

@@ -74,6 +74,17 @@ class LoopAdapter(abc.ABC):
         None (reap at once)."""
         return None
 
+    def own_exit_step(
+        self, callback: ChildCallback, args: Tuple[Any, ...]
+    ) -> Optional[Tuple[asyncio.AbstractEventLoop, Callable[[int], object], int]]:
+        """``(loop, step, iterations)`` if ``callback`` is exactly this family's
+        loop's own (no override), which does nothing but have ``loop`` run
+        ``step(returncode)`` ``iterations`` loop iterations later; else None.
+        A watcher delivering in ``loop``'s thread may then queue ``step``
+        itself, with the reap right after it (:meth:`reap_waits_for`'s wait
+        then has nothing to wait for)."""
+        return None
+
 
 def selector_wakeup_fd(loop: asyncio.AbstractEventLoop) -> Optional[int]:
     """The signal wake-up fd of asyncio's selector loops (and the loops derived

@@ -14,8 +14,11 @@ the watcher's callback runs: :meth:`StdlibAdapter.reap_waits_for`.
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_subprocess
 import asyncio.events
+import asyncio.unix_events
 import platform
+import sys
 import threading
 import warnings
 import weakref
@@ -31,6 +34,11 @@ _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AbstractChildWat
     weakref.WeakKeyDictionary()
 )
 _original_get: Optional[Callable[[], Any]] = None
+
+_OWN_CALLBACK = asyncio.unix_events._UnixSelectorEventLoop._child_watcher_callback  # type: ignore[attr-defined]
+_OWN_STEP_ITERATIONS = 2 if (3, 10) <= sys.version_info < (3, 12) else 1
+"""When the loop's callback has its transport's ``_process_exited`` run: one
+loop iteration later, two on 3.10 and 3.11 (which skip one for the pipes' callbacks)."""
 
 
 def _get_child_watcher() -> Any:
@@ -143,3 +151,17 @@ class StdlibAdapter(LoopAdapter):
         ):
             return None
         return loop, lambda: transport.get_returncode() is not None
+
+    def own_exit_step(
+        self, callback: ChildCallback, args: Tuple[Any, ...]
+    ) -> Optional[Tuple[asyncio.AbstractEventLoop, Callable[[int], object], int]]:
+        """The stdlib loop's very ``_child_watcher_callback`` (not a subclass's
+        override) only has its loop run ``transport._process_exited(returncode)``
+        :data:`_OWN_STEP_ITERATIONS` later, through ``call_soon_threadsafe``."""
+        if getattr(callback, "__func__", None) is not _OWN_CALLBACK or len(args) != 1:
+            return None
+        transport = args[0]
+        if not isinstance(transport, asyncio.base_subprocess.BaseSubprocessTransport):
+            return None
+        loop: asyncio.AbstractEventLoop = callback.__self__  # type: ignore[attr-defined]
+        return loop, transport._process_exited, _OWN_STEP_ITERATIONS

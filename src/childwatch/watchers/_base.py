@@ -10,7 +10,8 @@ where it is in the delivery rule of :mod:`childwatch._syscalls`:
   entry.  Registering its pid again is refused, because its status already
   went to the earlier callback;
 - :data:`REAP_QUEUED`: called back, its reap waiting in a loop for the
-  loop's own bookkeeping (:meth:`WatcherBase._queue_reap`).
+  loop's own bookkeeping (:meth:`WatcherBase._queue_reap`), or to follow the
+  step the loop's own callback would have queued (:meth:`WatcherBase._queue_own_step`).
 
 A scan that meets the zombie of an entry not yet reaped stops there: its reap
 scans again (:meth:`WatcherBase._after_loop_delivery`).
@@ -51,14 +52,14 @@ import os
 import subprocess
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._contract import AbstractChildWatcher, ChildCallback, call_in_loop, is_event_loop, running_loop
 from .._errors import logger
 from .._gevent import refuse_under_gevent
 from .._syscalls import PID_MAX, check_pid, not_a_child, read_exit, reaped_elsewhere
 from .._syscalls import reap as reap_child  # (the methods' ``reap`` is a flag)
-from ..loops import popen_of, reap_waits_for
+from ..loops import own_exit_step, popen_of, reap_waits_for
 
 REGISTERED = "registered"
 DELIVERING = "delivering"
@@ -454,6 +455,7 @@ class WatcherBase(AbstractChildWatcher):
                         held.release()
         if returncode is None:
             returncode = reaped_elsewhere(entry.pid)
+        queued = False
         try:
             if getattr(entry.callback, "__self__", None) is not None and _bound_to_a_closed_loop(
                 entry.callback
@@ -464,11 +466,13 @@ class WatcherBase(AbstractChildWatcher):
                     "the loop that handles pid %d is closed: its status %d is dropped", entry.pid, returncode
                 )
             else:
-                entry.callback(entry.pid, returncode, *args)
+                queued = reap and bool(args) and self._queue_own_step(entry, returncode)
+                if not queued:
+                    entry.callback(entry.pid, returncode, *args)
         except Exception as exc:
             self._report(entry, exc)
         finally:
-            if not (reap and args and self._queue_reap(entry)):
+            if not (queued or (reap and args and self._queue_reap(entry))):
                 self._finish(entry, reap)
 
     def _finish(self, entry: Entry, reap: bool) -> None:
@@ -496,23 +500,65 @@ class WatcherBase(AbstractChildWatcher):
         if waits is None:
             return False
         loop, learnt = waits
-        with self._lock:
-            if self._table.get(entry.pid) is not entry:
-                return False  # its pid went to a newcomer: _finish leaves it alone
-            entry.hop, entry.state = loop, REAP_QUEUED
+        if not self._mark_reap_queued(entry, loop):
+            return False  # its pid went to a newcomer: _finish leaves it alone
         if call_in_loop(loop, self._reap_when_learnt, entry, learnt, _REAP_WAIT_ITERATIONS):
             return True
         with self._lock:  # the loop is closed: nobody will learn more
             entry.state = DELIVERING
         return False
 
+    def _queue_own_step(self, entry: Entry, returncode: int) -> bool:
+        """Delivering in the loop's own thread to the loop's own callback, which
+        would only queue its transport's step (:func:`childwatch.loops.own_exit_step`:
+        the 3.9-3.13 stdlib loop's): queue that step here instead, with the reap
+        right after it (:meth:`_step_then_reap`): no thread-safe hand-over (a
+        wake-up write the loop then reads) and no reap waiting for the step.
+        True if so; False: the callback is called as usual."""
+        step = own_exit_step(entry.callback, entry.args)
+        if step is None:
+            return False
+        loop, run, iterations = step
+        if loop is not running_loop() or not self._mark_reap_queued(entry, loop):
+            return False
+        loop.call_soon(self._step_then_reap, entry, run, returncode, iterations - 1)
+        return True
+
+    def _step_then_reap(
+        self, entry: Entry, run: Callable[[int], object], returncode: int, iterations_left: int
+    ) -> None:
+        """In the loop, ``iterations_left`` iterations on: ``run(returncode)`` (its
+        error goes to the loop's exception handler, as the callback's step's
+        would), then the queued reap."""
+        if iterations_left > 0:
+            asyncio.get_running_loop().call_soon(
+                self._step_then_reap, entry, run, returncode, iterations_left - 1
+            )
+            return
+        try:
+            run(returncode)
+        finally:
+            self._reap_queued(entry)
+
+    def _mark_reap_queued(self, entry: Entry, loop: asyncio.AbstractEventLoop) -> bool:
+        """Make ``entry`` :data:`REAP_QUEUED` on ``loop``; False if its pid went to a newcomer."""
+        with self._lock:
+            if self._table.get(entry.pid) is not entry:
+                return False
+            entry.hop, entry.state = loop, REAP_QUEUED
+        return True
+
     def _reap_when_learnt(self, entry: Entry, learnt: Any, iterations_left: int) -> None:
         """In the loop: reap once ``learnt()`` (or after :data:`_REAP_WAIT_ITERATIONS`
-        loop iterations, whatever happens), unless the entry is no longer queued:
-        a scan reaped it (its loop being closed), or its pid went to a newcomer."""
+        loop iterations, whatever happens)."""
         if not learnt() and iterations_left > 0:
             asyncio.get_running_loop().call_soon(self._reap_when_learnt, entry, learnt, iterations_left - 1)
             return
+        self._reap_queued(entry)
+
+    def _reap_queued(self, entry: Entry) -> None:
+        """In the loop: reap the queued ``entry``'s child, unless it is no longer
+        queued: a scan reaped it (its loop being closed), or its pid went to a newcomer."""
         with self._lock:
             if self._table.get(entry.pid) is not entry or entry.state is not REAP_QUEUED:
                 return
