@@ -65,7 +65,11 @@ class Book:
     """Who was registered (by tag: thread and number), what it must get, and every call."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # Reentrant: MultiLoop calls back a child registered outside any loop in the main
+        # thread's signal handler (README), which may interrupt the main thread inside
+        # ``with book.lock`` (PyPy did: a deadlock).  What the main thread does under it
+        # (copy the dict, read the list) bears an append in between.
+        self.lock = threading.RLock()
         self.expected: Dict[Tuple[int, int], Tuple[int, int, Optional[str]]] = {}  # tag -> pid, code, thread
         self.calls: List[Tuple[Tuple[int, int], int, int, str, bool]] = []  # tag, pid, rc, thread, final
 
