@@ -200,12 +200,17 @@ def _field(info: ctypes.Structure, name: str) -> int:
     return field
 
 
-def decode_siginfo(abi: WaitidABI, raw: bytes) -> Optional[WaitidResult]:
-    """The result ``raw`` (a ``siginfo_t`` of ``abi``'s kernel, as ``waitid``
-    filled it) tells, or None if it names no process (``WNOHANG``, nothing to report)."""
-    info = abi.siginfo.from_buffer_copy(raw)
+def _result_of(info: ctypes.Structure) -> Optional[WaitidResult]:
+    """What a filled siginfo structure of any :class:`WaitidABI` tells, or None
+    if it names no process (``WNOHANG``, nothing to report)."""
     fields = [_field(info, name) for name in WaitidResult._fields]
     return None if fields[0] == 0 else WaitidResult(*fields)
+
+
+def decode_siginfo(abi: WaitidABI, raw: bytes) -> Optional[WaitidResult]:
+    """The result ``raw`` (a ``siginfo_t`` of ``abi``'s kernel, as ``waitid``
+    filled it) tells, or None if it names no process."""
+    return _result_of(abi.siginfo.from_buffer_copy(raw))
 
 
 @functools.cache
@@ -241,7 +246,7 @@ def c_waitid(idtype: int, ident: int, options: int) -> Optional[WaitidResult]:
     while call(idtype, ident, ctypes.byref(info), options) != 0:
         if ctypes.get_errno() != errno.EINTR:
             _raise_errno("waitid")
-    return decode_siginfo(NATIVE, bytes(info))
+    return _result_of(info)  # (read in place: no copy of the buffer per call)
 
 
 def c_pidfd_open(pid: int, flags: int = 0) -> int:
