@@ -28,7 +28,6 @@ reported as :data:`UNKNOWN_STATUS` with a warning (:func:`reaped_elsewhere`).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import os
@@ -218,6 +217,8 @@ def _libc() -> Optional[Any]:
     """The C library, through ctypes, on a kernel whose ``waitid`` is known; or None."""
     if NATIVE is None:
         return None
+    import ctypes.util  # (here: it imports tempfile and shutil, which nothing else needs)
+
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
-import platform
 import select
 import subprocess
 import sys
@@ -103,6 +101,8 @@ class Capabilities:
         return data
 
     def to_json(self, **kwargs: Any) -> str:
+        import json  # (here: only the report needs it)
+
         return json.dumps(self.to_dict(), **kwargs)
 
 
@@ -253,7 +253,15 @@ def _recommended(watchers: Tuple[Tuple[str, Support], ...]) -> Optional[str]:
     return None
 
 
+def _python_version() -> str:
+    import platform
+
+    return platform.python_version()
+
+
 def _platform() -> str:
+    import platform  # (here, as every use of it: only the report needs it)
+
     return f"{platform.system()} {platform.release()} {platform.machine()}"
 
 
@@ -315,7 +323,7 @@ def capabilities(loop: Optional[asyncio.AbstractEventLoop] = None, probe: bool =
         loop=loop_family,
         loop_class=class_name(loop),
         loop_version=version,
-        python=platform.python_version(),
+        python=_python_version(),
         platform=_platform(),
         mechanisms=tuple(mechanisms.items()),
         custom_watcher=custom,
@@ -425,7 +433,7 @@ def unrunnable_capabilities(loop: str, loop_class: str, version: Optional[str], 
         loop=loop,
         loop_class=loop_class,
         loop_version=version,
-        python=platform.python_version(),
+        python=_python_version(),
         platform=_platform(),
         mechanisms=tuple(_mechanisms.available().items()),
         custom_watcher=no,
@@ -446,7 +454,7 @@ def trio_capabilities() -> Capabilities:
         loop="trio",
         loop_class="trio",
         loop_version=trio.__version__,
-        python=platform.python_version(),
+        python=_python_version(),
         platform=_platform(),
         mechanisms=tuple(mechanisms.items()),
         custom_watcher=_no(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import asyncio.unix_events
-import platform
 import threading
 import weakref
 from typing import Any, Callable, Optional, Tuple
@@ -149,6 +148,8 @@ class StdlibAdapter(LoopAdapter):
         return isinstance(loop, asyncio.SelectorEventLoop)
 
     def version(self) -> Optional[str]:
+        import platform  # (here: only reports ask)
+
         return platform.python_version()
 
     def set_child_watcher(

@@ -17,7 +17,6 @@ import asyncio
 import asyncio.base_subprocess
 import asyncio.events
 import asyncio.unix_events
-import platform
 import sys
 import threading
 import warnings
@@ -80,6 +79,8 @@ class StdlibAdapter(LoopAdapter):
         return isinstance(loop, asyncio.SelectorEventLoop)
 
     def version(self) -> Optional[str]:
+        import platform  # (here: only reports ask)
+
         return platform.python_version()
 
     def set_child_watcher(
