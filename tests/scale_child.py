@@ -157,7 +157,9 @@ async def scale(kind: str, n: int, foreign: bool) -> Dict[str, Any]:
     )[:5]
     figures["max_watcher_threads"] = peak["threads"]
     figures["max_watcher_fds"] = peak["fds"]
-    while watcher_threads() and time.monotonic() < deadline + 5:
+    # Idle, the watcher lets go of everything: its threads end, the loop's epoll goes
+    # (IDLE_GRACE after the last child).
+    while (watcher_threads() or fds() - baseline + 2) and time.monotonic() < deadline + 5:
         await asyncio.sleep(0.005)
     figures["left_threads"] = watcher_threads()
     figures["left_fds"] = fds() - baseline + 2  # the pipe is closed

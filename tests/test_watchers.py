@@ -620,7 +620,7 @@ def test_threaded_reads_a_loops_children_in_the_loop(loop_name: str) -> None:
     try:
         fds = len(os.listdir("/proc/self/fd"))
         run(loop_name, main)
-        assert len(os.listdir("/proc/self/fd")) == fds and not watcher._readers
+        assert len(os.listdir("/proc/self/fd")) == fds and not watcher._homes
     finally:
         watcher.close()
 
@@ -666,7 +666,7 @@ def test_threaded_rewatches_a_closed_loops_child_registered_again(
     collection; simulated here by a finalizer that does nothing), registering
     its child again from another loop watches it there afresh, instead of
     replacing the callback of an entry no loop reads any more."""
-    monkeypatch.setattr(_loop_pidfds._Reader, "dropped", lambda self, callback: None)
+    monkeypatch.setattr(_loop_pidfds._Home, "dropped", lambda self, callback: None)
     watcher = childwatch.ThreadedChildWatcher()
     sleeper = spawn_sleeper()
     got = Collector()
@@ -768,7 +768,7 @@ def test_pidfd_frees_a_closed_loops_fds_when_it_closes(loop_name: str) -> None:
             assert open_fds() == before, "loop A closed: the child's pidfd is closed with it"
         run(loop_name, in_b)
         assert counts[0] == counts[1], f"fds open with the child watched in loop A, then B: {counts}"
-        assert not watcher._readers  # B's went with its last child
+        assert not watcher._homes  # B's went with its loop
         assert open_fds() == before  # neither loop's epoll nor any pidfd is left
     finally:
         watcher.close()

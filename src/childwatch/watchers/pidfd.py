@@ -76,7 +76,7 @@ class PidfdChildWatcher(LoopPidfds):
         cause = "the system's file table is full" if exc.errno == errno.ENFILE else "the fd limit is reached"
         return (
             f"{cause}: this process holds {'all its' if held is None else held} fds, its soft RLIMIT_NOFILE "
-            f"is {soft}, {mine} of them are this watcher's (a pidfd per child); use "
+            f"is {soft}, {mine} of them are this watcher's (a pidfd per child, an epoll per loop); use "
             "ThreadedChildWatcher (or default_watcher()), which waits for any number of children within "
             f"{_fds.DEFAULT_FD_SHARE:.0%} of the limit, or raise the soft limit "
             "(resource.setrlimit(resource.RLIMIT_NOFILE, ...))"

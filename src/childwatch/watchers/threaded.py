@@ -187,7 +187,7 @@ class ThreadedChildWatcher(LoopPidfds):
         child_status(entry.pid)
         self._sweep_closed_loops()
         loop = entry.loop  # (running in this thread)
-        if loop is not None and self._reads_in(loop) and self._fits(1):
+        if loop is not None and self._reads_in(loop) and self._fits(self._new_fds_in(loop)):
             try:
                 self._watch_in_loop(entry, loop)
                 return
