@@ -143,6 +143,15 @@ def exit_of(entry: Entry) -> Tuple[bool, Optional[int]]:
     return read_exit(entry.pid)
 
 
+def spawned_here(entry: Entry) -> bool:
+    """True if a Popen among ``entry``'s arguments holds its pid and no
+    returncode: a child this process spawned, not reaped through that Popen."""
+    if not entry.args:
+        return False
+    popen = popen_of(entry.pid, entry.args)
+    return popen is not None and popen.returncode is None
+
+
 def another_process(old: Entry, args: Tuple[Any, ...]) -> bool:
     """True if ``old``'s child is provably not the process a registration of the
     same pid with ``args`` is for: its Popen holds a returncode (it is gone), or

@@ -14,7 +14,7 @@ from .. import _fds
 from .._contract import call_in_loop, check_loop
 from .._errors import logger
 from .._syscalls import child_status, open_pidfd, peek_any, read_exit
-from ._base import REGISTERED, Entry, WatcherBase, exit_of, theft_check_delay
+from ._base import REGISTERED, Entry, WatcherBase, exit_of, spawned_here, theft_check_delay
 from ._loop_pidfds import LoopPidfds, Orphan
 
 _RETIRE_JOIN_TIMEOUT = 1.0
@@ -184,7 +184,13 @@ class ThreadedChildWatcher(LoopPidfds):
         check_loop(loop)
 
     def _watch(self, entry: Entry) -> None:
-        child_status(entry.pid)
+        """A child of a Popen among the arguments that has not collected it
+        (an asyncio transport's) is known to be ours: in a loop, its pidfd
+        is all that is asked (a child reaped by code that bypassed its Popen
+        is then reported at its exit, 255 and a warning, not refused here)."""
+        spawned = spawned_here(entry)
+        if not spawned:
+            child_status(entry.pid)
         self._sweep_closed_loops()
         loop = entry.loop  # (running in this thread)
         if loop is not None and self._reads_in(loop) and self._fits(self._new_fds_in(loop)):
@@ -198,6 +204,8 @@ class ThreadedChildWatcher(LoopPidfds):
                     loop,
                     exc,
                 )
+        if spawned:
+            child_status(entry.pid)
         fd = self._open_pidfd(entry.pid)
         if fd is None:
             self._start_fdless()
