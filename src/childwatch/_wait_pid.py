@@ -33,6 +33,7 @@ from . import _syscalls
 from ._contract import running_loop
 from ._gevent import refuse_under_gevent
 from ._syscalls import ExitQueue, check_pid, child_status, open_pidfd, peek, reap, reaped_elsewhere
+from .loops import reader_methods
 
 WaitReadable = Callable[[int], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
@@ -130,10 +131,14 @@ async def _wait(
     notice = _exit_notice(pid)
     try:
         delay = _FIRST_POLL
+        # A pidfd is readable at once for a child that already exited: its status is read then.
+        look = not isinstance(notice, _Pidfd) or child.returncode is not None
         while True:
-            returncode = _status(pid, child, popen)
-            if returncode is not None:
-                return returncode
+            if look:
+                returncode = _status(pid, child, popen)
+                if returncode is not None:
+                    return returncode
+            look = True
             if notice is not None:
                 with contextlib.suppress(NotImplementedError):  # a loop without add_reader
                     await wait_readable(notice.fileno())
@@ -259,11 +264,12 @@ def _current_library() -> str:
 async def _asyncio_wait_readable(fd: int) -> None:
     loop = asyncio.get_running_loop()
     readable = loop.create_future()
-    loop.add_reader(fd, functools.partial(_set_done, readable))  # some loops take no callback arguments
+    add_reader, remove_reader = reader_methods(loop)  # (the fd is a fresh one of ours)
+    add_reader(fd, functools.partial(_set_done, readable))  # some loops take no callback arguments
     try:
         await readable
     finally:
-        loop.remove_reader(fd)
+        remove_reader(fd)
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
