@@ -56,6 +56,7 @@ where a closed loop's letting go of it shows only at a garbage collection
 (PyPy): a loop closed within the grace would leave the epoll open until then."""
 
 _ONE_EXIT = select.EPOLLIN | select.EPOLLONESHOT if sys.platform == "linux" else 0
+_BATCH = 256  # exits read per epoll_wait
 
 
 class _Home:
@@ -184,17 +185,24 @@ class LoopPidfds(WatcherBase):
         home.callback = weakref.ref(callback, home.dropped)
 
     def _on_ready(self, home: _Home) -> None:
-        """In the loop's thread: pidfds in ``home`` turned readable; deliver their children right here."""
-        try:
-            events = home.epoll.poll(0)
-        except ValueError:
-            return  # released meanwhile (the loop reads it no more)
-        for index, (fd, _) in enumerate(events):
+        """In the loop's thread: pidfds in ``home`` turned readable; deliver their
+        children right here.  A full batch is followed by another: the home is
+        left with nothing ready (a loop reading it edge-triggered is told only of
+        new readiness)."""
+        events: List[Tuple[int, int]] = []
+        while len(events) == _BATCH or not events:
             try:
-                self._on_exit(home, fd)
-            except BaseException:
-                self._rearm(home, [fd for fd, _ in events[index + 1 :]])  # not lost: reported again
-                raise
+                events = home.epoll.poll(0, _BATCH)
+            except ValueError:
+                return  # released meanwhile (the loop reads it no more)
+            if not events:
+                return
+            for index, (fd, _) in enumerate(events):
+                try:
+                    self._on_exit(home, fd)
+                except BaseException:
+                    self._rearm(home, [fd for fd, _ in events[index + 1 :]])  # not lost: reported again
+                    raise
 
     def _on_exit(self, home: _Home, fd: int) -> None:
         """``fd`` in ``home`` was reported readable: deliver its child if it exited.
