@@ -149,7 +149,7 @@ def spawned_here(entry: Entry) -> bool:
     if not entry.args:
         return False
     popen = popen_of(entry.pid, entry.args)
-    return popen is not None and popen.returncode is None
+    return popen is not None and collected_by(popen) is None
 
 
 def another_process(old: Entry, args: Tuple[Any, ...]) -> bool:

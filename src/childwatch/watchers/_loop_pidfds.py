@@ -73,6 +73,12 @@ class _Home:
         self.callback: Optional[weakref.ReferenceType[_Callback]] = None
         self.release_queued = False
 
+    def close_pidfds(self) -> None:
+        """Close the pidfds of the children still here (lock held): nobody watches them now."""
+        for fd in self.readers:
+            os.close(fd)
+        self.readers.clear()
+
     def dropped(self, _callback: object) -> None:
         """The loop let go of our callable: if it still reads this home, its loop
         closed (or was collected).  (A weak reference's callback, not a
@@ -189,20 +195,19 @@ class LoopPidfds(WatcherBase):
         children right here.  A full batch is followed by another: the home is
         left with nothing ready (a loop reading it edge-triggered is told only of
         new readiness)."""
-        events: List[Tuple[int, int]] = []
-        while len(events) == _BATCH or not events:
+        while True:
             try:
                 events = home.epoll.poll(0, _BATCH)
             except ValueError:
                 return  # released meanwhile (the loop reads it no more)
-            if not events:
-                return
             for index, (fd, _) in enumerate(events):
                 try:
                     self._on_exit(home, fd)
                 except BaseException:
                     self._rearm(home, [fd for fd, _ in events[index + 1 :]])  # not lost: reported again
                     raise
+            if len(events) < _BATCH:
+                return
 
     def _on_exit(self, home: _Home, fd: int) -> None:
         """``fd`` in ``home`` was reported readable: deliver its child if it exited.
@@ -324,18 +329,14 @@ class LoopPidfds(WatcherBase):
             homes = list(self._homes.values())
             self._homes.clear()
             for home in homes:
-                for fd in home.readers:
-                    os.close(fd)
-                home.readers.clear()
+                home.close_pidfds()
         for home in homes:
             _in_loop_thread(home, self._close_home)
 
     def _close_reader_fds(self) -> None:
         """Close every fd here and now, without telling any loop."""
         for home in self._homes.values():
-            for fd in home.readers:
-                os.close(fd)
-            home.readers.clear()
+            home.close_pidfds()
             home.callback = None
             home.epoll.close()
         self._homes.clear()
